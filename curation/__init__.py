@@ -1,0 +1,1 @@
+"""birthmark curation package."""

@@ -1,0 +1,1 @@
+"""birthmark models package."""

@@ -1,0 +1,1 @@
+"""birthmark workers package."""
