@@ -1,0 +1,83 @@
+"""The Celery application, built from the one settings object. Tasks live in workers/tasks/."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu import Queue
+
+from workers.runtime import redis_url
+from workers.settings import get_settings
+
+__all__ = ["app", "QUEUES"]
+
+QUEUES = ("curation", "train", "score")
+
+
+def _crontab(expr: str) -> crontab:
+    minute, hour, day_of_month, month_of_year, day_of_week = expr.split()
+    return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+
+
+class _Config:
+    """Read lazily by Celery on first use, so importing the app starts nothing."""
+
+    @property
+    def broker_url(self) -> str:
+        return redis_url()
+
+    @property
+    def result_backend(self) -> str:
+        return redis_url()
+
+    @property
+    def broker_transport_options(self) -> dict:
+        # Longer than the longest task, or Redis redelivers a running task to a second worker.
+        return {"visibility_timeout": get_settings().visibility_timeout_s}
+
+    @property
+    def result_expires(self) -> int:
+        return get_settings().result_expires_s
+
+    @property
+    def beat_schedule(self) -> dict:
+        s = get_settings()
+        return {
+            "score-watch-uploads": {"task": "score.watch", "schedule": s.watch_interval_s},
+            "curation-daily-pull": {"task": "curation.scheduled", "schedule": _crontab(s.curation_cron)},
+            "train-weekly": {"task": "train.scheduled", "schedule": _crontab(s.train_cron)},
+            "train-on-growth": {"task": "train.check_growth", "schedule": 3600.0},
+        }
+
+    # JSON only: a pickled message is refused by kombu and never executed.
+    task_serializer = "json"
+    result_serializer = "json"
+    event_serializer = "json"
+    accept_content = ["json"]
+    result_accept_content = ["json"]
+
+    task_acks_late = True
+    task_reject_on_worker_lost = True
+    worker_prefetch_multiplier = 1
+    task_ignore_result = True
+    task_track_started = True
+    broker_connection_retry_on_startup = True
+    worker_hijack_root_logger = False
+    worker_send_task_events = True
+    task_send_sent_event = True
+    timezone = "UTC"
+
+    task_queues = [Queue(q) for q in QUEUES]
+    task_default_queue = "score"
+    task_routes = {
+        "score.*": {"queue": "score"},
+        "train.*": {"queue": "train"},
+        "curation.*": {"queue": "curation"},
+    }
+
+
+app = Celery(
+    "birthmark",
+    include=["workers.tasks.score", "workers.tasks.train", "workers.tasks.curation"],
+)
+app.config_from_object(_Config())

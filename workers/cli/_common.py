@@ -1,0 +1,70 @@
+"""Shared CLI helpers: the console, JSON output, waiting on jobs with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from workers import jobs
+from workers.runtime import redis_client
+
+console = Console()
+err_console = Console(stderr=True)
+
+TERMINAL = {"done", "failed", "skipped"}
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    return t
+
+
+def wait_for_job(job_id: str, *, quiet: bool = False, poll_s: float = 0.2, timeout_s: float | None = None) -> dict:
+    """Poll the job record until it ends; a rich progress bar on stderr unless ``quiet``."""
+    r = redis_client()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(job_id, total=None, detail="queued")
+        while True:
+            job = jobs.get_job(r, job_id)
+            if job is None:
+                raise ValueError(f"unknown job {job_id!r}; see `birthmark jobs list`")
+            detail = job["status"]
+            p = job.get("progress") or {}
+            if "epoch" in p:
+                auc = p.get("val_auc")
+                detail = (
+                    f"epoch {p['epoch']}/{p['epochs']} loss {p['train_loss']:.4f} "
+                    f"val AUC {auc if auc is not None else 'n/a'} ETA {p.get('eta_s', 0):.0f}s"
+                )
+            elif "stage" in p:
+                detail = f"{job['status']}: {p['stage']}"
+            progress.update(task, total=job["total"] or None, completed=job["done"], detail=detail)
+            if job["status"] in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
+            time.sleep(poll_s)

@@ -1,0 +1,105 @@
+"""`birthmark jobs`: list, status, results, resume."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import typer
+
+from workers import jobs as jobstore
+from workers import results
+from workers.cli._common import console, print_json, table, wait_for_job
+from workers.cli.score import ROW_FIELDS, write_rows
+from workers.runtime import redis_client, store
+
+app = typer.Typer(help="Inspect and resume jobs.", no_args_is_help=True)
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _get(job_id: str) -> dict:
+    job = jobstore.get_job(redis_client(), job_id)
+    if job is None:
+        raise typer.BadParameter(f"unknown job {job_id!r}; see `birthmark jobs list`")
+    return job
+
+
+@app.command("list")
+def list_(
+    limit: int = typer.Option(20, min=1),
+    kind: str | None = typer.Option(None, help="score, watch, train, curate, pull, import"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recent jobs, newest first."""
+    found = jobstore.list_jobs(redis_client(), limit=limit, kind=kind)
+    if as_json:
+        print_json(found)
+        return
+    rows = [[j["id"], j["kind"], j["status"], f"{j['done']}/{j['total']}", j["errors"], _when(j["created_at"])] for j in found]
+    console.print(table("jobs", ["job", "kind", "status", "progress", "errors", "created (UTC)"], rows))
+
+
+@app.command()
+def status(
+    job_id: str,
+    wait: bool = typer.Option(False, "--wait", help="Follow with a progress bar until it ends"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """One job: status, progress, errors, result."""
+    job = wait_for_job(job_id, quiet=as_json) if wait else _get(job_id)
+    if as_json:
+        print_json(job)
+        return
+    rows = [[k, job[k]] for k in ("id", "kind", "status", "total", "done", "errors") if k in job]
+    for k in ("progress", "message", "result"):
+        if job.get(k):
+            rows.append([k, job[k]])
+    console.print(table(f"job {job_id}", ["field", "value"], rows))
+    if job["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@app.command("results")
+def results_(
+    job_id: str,
+    out: Path | None = typer.Option(None, help="Write rows to FILE (.jsonl or .csv)"),
+    errors_only: bool = typer.Option(False, "--errors", help="Only error rows"),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout"),
+) -> None:
+    """The result rows of a scoring job (one per input)."""
+    _get(job_id)
+    rows = [r for r in results.read_rows(store(), job_id) if not errors_only or r["status"] == "error"]
+    if out:
+        write_rows(out, rows)
+        console.print(f"{len(rows)} rows written to {out}")
+    elif as_json:
+        import json
+
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False))
+    else:
+        console.print(table(f"results of {job_id}", ROW_FIELDS, [[r.get(k) for k in ROW_FIELDS] for r in rows]))
+
+
+@app.command()
+def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
+    """Re-queue the batches of a scoring job that have no result part yet (safe to repeat)."""
+    from workers.tasks.score import plan
+
+    job = _get(job_id)
+    if job["kind"] not in ("score", "watch"):
+        raise typer.BadParameter(f"{job_id} is a {job['kind']} job; only scoring jobs resume by batch")
+    st = store()
+    written = {int(o.key.rsplit("-", 1)[1].split(".")[0]) for o in st.list(f"results/{job_id}/part-")}
+    r = redis_client()
+    # Parts already in the store count as complete even if Redis lost the record of them.
+    for index in written:
+        r.sadd(f"birthmark:job:{job_id}:batches", index)
+    jobstore.update_job(r, job_id, status="running")
+    plan.delay(job_id)
+    console.print(f"resumed {job_id}: {len(written)} batches already written")
+    if wait:
+        wait_for_job(job_id)

@@ -1,0 +1,145 @@
+"""Publish a curated version: per-image cues -> manifest (reviews applied) -> immutable version."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pandas as pd
+
+import curation
+import models
+from workers.pulls import list_pulls, read_pull_images
+from workers.store import ObjectMissing, Store
+
+__all__ = ["image_features", "load_decisions", "publish_version", "read_version_summary", "list_versions"]
+
+LATEST_KEY = "curated/LATEST"
+
+
+def _clean(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def image_features(
+    store: Store, row: dict[str, Any], *, thresholds: curation.PhoneThresholds | None, max_pixels: int
+) -> dict[str, Any]:
+    """Phone-likeness, perceptual hash and readability of one stored image."""
+    key = _clean(row.get("key"))
+    if key is None:
+        return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
+                "phone_reasons": "missing: the image was not downloaded", "phash": None}  # fmt: skip
+    try:
+        decoded = models.decode_image(store.get(key), max_pixels=max_pixels, target=256)
+    except (models.ImageError, ObjectMissing) as err:
+        return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
+                "phone_reasons": f"unreadable: {err}", "phash": None}  # fmt: skip
+    metadata = {k: _clean(row.get(k)) for k in ("image_type", "dermoscopic_type")}
+    verdict = curation.phone_likeness(decoded.image, metadata, thresholds=thresholds)
+    return {
+        "readable": True,
+        "phone_score": float(verdict.score),
+        "phone_verdict": verdict.verdict,
+        "phone_reasons": "; ".join(verdict.reasons),
+        "phash": curation.perceptual_hash(decoded.image),
+        "width": decoded.original_size[0],
+        "height": decoded.original_size[1],
+    }
+
+
+def load_decisions(store: Store) -> list[curation.Decision]:
+    return [
+        curation.Decision.from_json(store.get(o.key).decode())
+        for o in store.list("reviews/")
+        if o.key.endswith(".json")
+    ]
+
+
+def gather_images(store: Store, pull_ids: list[str] | None) -> pd.DataFrame:
+    pulls = [p["pull_id"] for p in list_pulls(store)]
+    chosen = pulls if not pull_ids else [p for p in pulls if p in pull_ids]
+    unknown = set(pull_ids or ()) - set(pulls)
+    if unknown:
+        raise ValueError(f"unknown or incomplete pulls: {sorted(unknown)}; see `birthmark curate pulls`")
+    if not chosen:
+        raise ValueError("no complete pulls in the store; run `birthmark curate pull` or `curate import`")
+    frames = [read_pull_images(store, p) for p in chosen]
+    df = pd.concat(frames, ignore_index=True)
+    # The same ISIC image in two pulls is one image: keep its first appearance.
+    return df.drop_duplicates(subset="isic_id", keep="first").reset_index(drop=True)
+
+
+def publish_version(
+    store: Store,
+    *,
+    pull_ids: list[str] | None = None,
+    thresholds: curation.PhoneThresholds | None = None,
+    allowed_licences: tuple[str, ...] = ("CC-0", "CC-BY"),
+    max_distance: int = 6,
+    max_pixels: int = 120_000_000,
+    threads: int = 4,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Build the manifest and publish it as ``curated/<version>/`` (no-op if that version exists)."""
+    images = gather_images(store, pull_ids)
+    rows = images.to_dict("records")
+    features: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [
+            pool.submit(image_features, store, r, thresholds=thresholds, max_pixels=max_pixels)
+            for r in rows
+        ]
+        for i, fut in enumerate(futures):
+            features.append(fut.result())
+            if on_progress and (i % 25 == 0 or i + 1 == len(futures)):
+                on_progress(i + 1, len(futures))
+    table = pd.concat([images, pd.DataFrame(features)], axis=1)
+    decisions = load_decisions(store)
+    manifest = curation.build_manifest(
+        table, reviews=decisions, allowed_licences=allowed_licences, max_distance=max_distance
+    )
+    version = curation.manifest_version(manifest)
+    parent = store.read_pointer(LATEST_KEY)
+    summary = {
+        "version": version,
+        "parent": parent,
+        "created_at": time.time(),
+        "pulls": sorted(images["pull_id"].dropna().unique().tolist()),
+        "filters": {
+            "allowed_licences": list(allowed_licences),
+            "duplicate_max_distance": max_distance,
+            "phone_thresholds": None if thresholds is None else thresholds.__dict__,
+            "reviews_applied": len(decisions),
+        },
+        **curation.summarize_manifest(manifest),
+    }
+    base = f"curated/{version}/"
+    created = not store.exists(base + "manifest.parquet")
+    if created:
+        store.put(base + "manifest.parquet", curation.manifest_to_parquet(manifest))
+        store.put(base + "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    else:
+        summary = read_version_summary(store, version)
+    if parent != version:
+        store.write_pointer(LATEST_KEY, version)  # the pointer goes last
+    return {**summary, "created": created}
+
+
+def read_version_summary(store: Store, version: str) -> dict[str, Any]:
+    try:
+        return json.loads(store.get(f"curated/{version}/summary.json"))
+    except ObjectMissing:
+        raise ValueError(f"unknown curated version {version!r}; see `birthmark curate versions`") from None
+
+
+def list_versions(store: Store) -> list[dict[str, Any]]:
+    out = [
+        json.loads(store.get(o.key))
+        for o in store.list("curated/")
+        if o.key.endswith("/summary.json")
+    ]
+    return sorted(out, key=lambda s: s["created_at"])

@@ -1,0 +1,136 @@
+"""Job bookkeeping in Redis: records, progress counters, idempotency keys, completion."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+import redis
+
+__all__ = [
+    "new_job_id",
+    "create_job",
+    "get_job",
+    "update_job",
+    "list_jobs",
+    "complete_batch",
+    "acquire_lock",
+    "refresh_lock",
+    "release_lock",
+]
+
+_PREFIX = "birthmark:job:"
+_INDEX = "birthmark:jobs"
+
+# Mark a batch complete at most once, then bump the counters; returns the number of batches done.
+_COMPLETE_BATCH = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'errors', ARGV[3])
+end
+return redis.call('SCARD', KEYS[2])
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def new_job_id(kind: str) -> str:
+    """Sortable, unique: ``<kind>-<utc time>-<random>``."""
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def create_job(
+    r: redis.Redis,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    job_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[str, bool]:
+    """Create a job record; returns ``(job_id, created)``.
+
+    The same ``job_id`` or ``idempotency_key`` twice gives back the first job and ``created=False``.
+    """
+    job_id = job_id or new_job_id(kind)
+    if idempotency_key:
+        claimed = r.set(f"birthmark:idem:{idempotency_key}", job_id, nx=True)
+        if not claimed:
+            return r.get(f"birthmark:idem:{idempotency_key}"), False
+    now = time.time()
+    record = {
+        "id": job_id,
+        "kind": kind,
+        "status": "queued",
+        "created_at": now,
+        "updated_at": now,
+        "params": json.dumps(params),
+        "total": 0,
+        "done": 0,
+        "errors": 0,
+        "batches": 0,
+    }
+    if not r.hsetnx(_PREFIX + job_id, "id", job_id):
+        return job_id, False
+    r.hset(_PREFIX + job_id, mapping=record)
+    r.zadd(_INDEX, {job_id: now})
+    return job_id, True
+
+
+def get_job(r: redis.Redis, job_id: str) -> dict[str, Any] | None:
+    raw = r.hgetall(_PREFIX + job_id)
+    if not raw:
+        return None
+    job: dict[str, Any] = dict(raw)
+    for field in ("total", "done", "errors", "batches"):
+        job[field] = int(job.get(field, 0) or 0)
+    for field in ("created_at", "updated_at"):
+        job[field] = float(job.get(field, 0) or 0)
+    for field in ("params", "progress", "result"):
+        if field in job:
+            job[field] = json.loads(job[field])
+    return job
+
+
+def update_job(r: redis.Redis, job_id: str, **fields: Any) -> None:
+    encoded = {
+        k: json.dumps(v) if isinstance(v, dict | list) else v
+        for k, v in fields.items()
+        if v is not None
+    }
+    encoded["updated_at"] = time.time()
+    r.hset(_PREFIX + job_id, mapping=encoded)
+
+
+def list_jobs(r: redis.Redis, *, limit: int = 20, kind: str | None = None) -> list[dict]:
+    ids = r.zrevrange(_INDEX, 0, -1 if kind else limit - 1)
+    jobs = [j for j in (get_job(r, i) for i in ids) if j and (kind is None or j["kind"] == kind)]
+    return jobs[:limit]
+
+
+def complete_batch(r: redis.Redis, job_id: str, batch: int, *, rows: int, errors: int) -> int:
+    """Record batch ``batch`` as written, once; returns how many batches are complete."""
+    script = r.register_script(_COMPLETE_BATCH)
+    return int(script(keys=[_PREFIX + job_id, f"{_PREFIX}{job_id}:batches"], args=[batch, rows, errors]))
+
+
+def acquire_lock(r: redis.Redis, name: str, owner: str, *, ttl_s: int) -> bool:
+    """Take lock ``name`` for ``owner``; the same owner (a redelivered task) may take it again."""
+    key = f"birthmark:lock:{name}"
+    if r.set(key, owner, nx=True, ex=ttl_s):
+        return True
+    return r.get(key) == owner
+
+
+def refresh_lock(r: redis.Redis, name: str, owner: str, *, ttl_s: int) -> None:
+    key = f"birthmark:lock:{name}"
+    if r.get(key) == owner:
+        r.expire(key, ttl_s)
+
+
+def release_lock(r: redis.Redis, name: str, owner: str) -> None:
+    r.register_script(_RELEASE)(keys=[f"birthmark:lock:{name}"], args=[owner])

@@ -1,0 +1,100 @@
+"""Model registry in the store: ``models/<id>/`` artifacts, ``models/CHAMPION``, ``models/history.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from workers.store import ObjectMissing, Store
+
+__all__ = [
+    "CHAMPION_KEY",
+    "publish_model",
+    "read_card",
+    "read_weights",
+    "champion_id",
+    "promote",
+    "rollback",
+    "list_models",
+    "history",
+]
+
+CHAMPION_KEY = "models/CHAMPION"
+HISTORY_KEY = "models/history.jsonl"
+
+
+def publish_model(store: Store, weights: bytes, card: dict[str, Any], *, report_html: str | None = None) -> str:
+    """Write a model's artifacts (weights first, card last) and return its id."""
+    model_id = card.get("model_id") or f"m-{card['sha256'][:12]}"
+    card = {**card, "model_id": model_id}
+    store.put(f"models/{model_id}/model.safetensors", weights)
+    if report_html is not None:
+        store.put(f"models/{model_id}/report.html", report_html.encode())
+    store.put(f"models/{model_id}/card.json", json.dumps(card, indent=2, default=str).encode())
+    return model_id
+
+
+def read_card(store: Store, model_id: str) -> dict[str, Any]:
+    try:
+        return json.loads(store.get(f"models/{model_id}/card.json"))
+    except ObjectMissing:
+        raise ValueError(f"unknown model {model_id!r}; see `birthmark models list`") from None
+
+
+def read_weights(store: Store, model_id: str) -> bytes:
+    return store.get(f"models/{model_id}/model.safetensors")
+
+
+def champion_id(store: Store) -> str | None:
+    return store.read_pointer(CHAMPION_KEY)
+
+
+def history(store: Store) -> list[dict[str, Any]]:
+    try:
+        lines = store.get(HISTORY_KEY).decode().splitlines()
+    except ObjectMissing:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _append_history(store: Store, event: dict[str, Any]) -> None:
+    # Only the train queue (serialised by its lock) and the CLI write here.
+    lines = [json.dumps(e) for e in history(store)] + [json.dumps(event)]
+    store.put(HISTORY_KEY, ("\n".join(lines) + "\n").encode())
+
+
+def promote(store: Store, model_id: str, *, reason: str, actor: str = "system") -> None:
+    """Make ``model_id`` the champion (history first, then the pointer)."""
+    read_card(store, model_id)  # must exist
+    previous = champion_id(store)
+    _append_history(
+        store,
+        {
+            "at": time.time(),
+            "event": "promote",
+            "model_id": model_id,
+            "previous": previous,
+            "reason": reason,
+            "actor": actor,
+        },
+    )
+    store.write_pointer(CHAMPION_KEY, model_id)
+
+
+def rollback(store: Store, *, actor: str = "cli") -> str:
+    """Return to the champion before the current one; returns the restored model id."""
+    current = champion_id(store)
+    for event in reversed(history(store)):
+        if event["event"] == "promote" and event["model_id"] == current and event.get("previous"):
+            promote(store, event["previous"], reason=f"rollback from {current}", actor=actor)
+            return event["previous"]
+    raise ValueError(f"no earlier champion to roll back to (current: {current})")
+
+
+def list_models(store: Store) -> list[dict[str, Any]]:
+    cards = []
+    for obj in store.list("models/"):
+        if obj.key.endswith("/card.json"):
+            cards.append(json.loads(store.get(obj.key)))
+    return sorted(cards, key=lambda c: str(c.get("created_at", "")))

@@ -1,0 +1,62 @@
+"""Per-process handles built from settings: the Redis URL (embedded if unset), Redis client, store."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import urlparse, urlunparse
+
+import redis
+
+from workers.embedded import ensure_redis
+from workers.settings import Settings, get_settings
+from workers.store import S3Store, Store, open_store
+
+__all__ = ["redis_url", "redis_client", "store", "redact_url"]
+
+
+def _with_password(url: str, settings: Settings) -> str:
+    if settings.redis_password is None:
+        return url
+    parsed = urlparse(url)
+    if parsed.password:
+        return url
+    netloc = f":{settings.redis_password.get_secret_value()}@{parsed.hostname}"
+    if parsed.port:
+        netloc += f":{parsed.port}"
+    return urlunparse(parsed._replace(netloc=netloc))
+
+
+@lru_cache(maxsize=1)
+def redis_url() -> str:
+    """The broker/state URL: BIRTHMARK_REDIS_URL, else the embedded loopback server."""
+    settings = get_settings()
+    url = settings.redis_url or ensure_redis(settings.home)
+    return _with_password(url, settings)
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials, for logs and status output."""
+    parsed = urlparse(url)
+    if not parsed.password and not parsed.username:
+        return url
+    host = parsed.hostname or ""
+    if parsed.port:
+        host += f":{parsed.port}"
+    return urlunparse(parsed._replace(netloc=f"***@{host}"))
+
+
+@lru_cache(maxsize=1)
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(
+        redis_url(), decode_responses=True, socket_timeout=10, health_check_interval=30
+    )
+
+
+@lru_cache(maxsize=1)
+def store() -> Store:
+    settings = get_settings()
+    s = open_store(settings.store, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+    if isinstance(s, S3Store) and settings.s3_endpoint_url:
+        # MinIO/moto: make the bucket on first use; on AWS the bucket is provisioned separately.
+        s.ensure_bucket()
+    return s

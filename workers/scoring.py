@@ -1,0 +1,168 @@
+"""Score one batch of store objects: fetch and decode in a thread pool, predict in chunks.
+
+Every item ends as exactly one row, ``ok`` or ``error`` with a kind; only a transient store failure
+(:class:`~workers.store.StoreUnavailable`) escapes, so the Celery task retries the whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+import models
+from workers.store import InvalidKey, ObjectMissing, ObjectTooLarge, Store, validate_key
+
+__all__ = ["Item", "ScoringModel", "score_batch", "load_scoring_model"]
+
+log = logging.getLogger(__name__)
+
+ERROR_KINDS = (
+    "empty", "not_an_image", "unreadable", "decompression_bomb", "too_large", "unsupported",
+    "missing", "invalid_key", "forbidden_key", "duplicate_input", "no_model",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: a store key, what the user called it, and optional clinical metadata."""
+
+    key: str
+    source: str
+    metadata: Mapping[str, Any] | None = None
+    duplicate_of: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Item:
+        return cls(d["key"], d.get("source") or d["key"], d.get("metadata"), d.get("duplicate_of"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class ScoringModel:
+    model_id: str
+    predictor: models.Predictor
+    threshold: float
+
+
+def load_scoring_model(store: Store, model_id: str, *, device: str, threshold: float) -> ScoringModel:
+    from workers import registry
+
+    card = registry.read_card(store, model_id)
+    net = models.load_checkpoint(registry.read_weights(store, model_id), card, device=device)
+    return ScoringModel(model_id, models.Predictor(net, card, device=device), threshold)
+
+
+def _error(item: Item, kind: str, message: str) -> dict[str, Any]:
+    return {
+        "key": item.source,
+        "object_key": item.key,
+        "status": "error",
+        "error_kind": kind,
+        "message": message[:300],
+    }
+
+
+@dataclass
+class _Fetched:
+    item: Item
+    image: Image.Image | None = None
+    quality: str | None = None
+    size: tuple[int, int] | None = None
+    row: dict[str, Any] | None = None  # set when the item already ended as an error
+
+
+def _fetch_and_decode(
+    store: Store, item: Item, *, allowed_prefixes: Sequence[str], max_bytes: int, max_pixels: int
+) -> _Fetched:
+    if item.duplicate_of is not None:
+        return _Fetched(item, row=_error(item, "duplicate_input", f"same key as {item.duplicate_of}"))
+    try:
+        validate_key(item.key)
+    except InvalidKey as err:
+        return _Fetched(item, row=_error(item, "invalid_key", str(err)))
+    if allowed_prefixes and not any(item.key.startswith(p) for p in allowed_prefixes):
+        return _Fetched(
+            item,
+            row=_error(item, "forbidden_key", f"outside the readable prefixes {list(allowed_prefixes)}"),
+        )
+    try:
+        data = store.get(item.key, max_bytes=max_bytes)
+    except ObjectMissing:
+        return _Fetched(item, row=_error(item, "missing", "object not found (deleted or never uploaded)"))
+    except ObjectTooLarge as err:
+        return _Fetched(item, row=_error(item, "too_large", str(err)))
+    try:
+        decoded = models.decode_image(data, max_pixels=max_pixels)
+    except models.ImageError as err:
+        return _Fetched(item, row=_error(item, err.kind, str(err)))
+    return _Fetched(item, decoded.image, models.assess_quality(decoded), decoded.original_size)
+
+
+def score_batch(
+    store: Store,
+    items: Sequence[Item],
+    *,
+    model: Callable[[], ScoringModel | None],
+    allowed_prefixes: Sequence[str] = (),
+    max_bytes: int,
+    max_pixels: int,
+    threads: int = 4,
+    chunk: int = 16,
+) -> list[dict[str, Any]]:
+    """Rows for ``items`` in input order; downloads/decodes overlap with inference."""
+    scoring = model()
+    rows: list[dict[str, Any]] = []
+    pending: list[_Fetched] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        if scoring is None:
+            rows.extend(_error(f.item, "no_model", "no champion model; run `birthmark train`") for f in pending)
+        else:
+            probs = scoring.predictor.predict(
+                [f.image for f in pending], [dict(f.item.metadata or {}) for f in pending]
+            )
+            for f, p in zip(pending, probs, strict=True):
+                rows.append(
+                    {
+                        "key": f.item.source,
+                        "object_key": f.item.key,
+                        "status": "ok",
+                        "probability": round(float(p), 6),
+                        "label": "malignant" if p >= scoring.threshold else "benign",
+                        "quality": f.quality,
+                        "width": f.size[0],
+                        "height": f.size[1],
+                        "model_id": scoring.model_id,
+                    }
+                )
+        pending.clear()
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch") as pool:
+        futures = [
+            pool.submit(
+                _fetch_and_decode, store, it,
+                allowed_prefixes=allowed_prefixes, max_bytes=max_bytes, max_pixels=max_pixels,
+            )  # fmt: skip
+            for it in items
+        ]
+        for fut in futures:
+            fetched = fut.result()  # StoreUnavailable propagates: the task retries the batch
+            if fetched.row is not None:
+                flush()  # keep rows in input order
+                rows.append(fetched.row)
+            else:
+                pending.append(fetched)
+                if len(pending) >= chunk:
+                    flush()
+        flush()
+    return rows
+

@@ -1,0 +1,116 @@
+"""Background services on one machine: embedded redis, one worker per queue, beat; tracked by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.embedded import ensure_redis, pid_alive, stop_redis
+from workers.settings import Settings
+
+__all__ = ["SERVICES", "worker_command", "services_up", "services_down", "services_status"]
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    args: tuple[str, ...]
+
+
+def worker_command(queue: str, *, concurrency: int | None = None, pool: str | None = None) -> list[str]:
+    """The celery worker command line for one queue (solo pool for model queues)."""
+    if queue not in ("score", "train", "curation"):
+        raise ValueError(f"unknown queue {queue!r}; expected score, train or curation")
+    pool = pool or ("threads" if queue == "curation" else "solo")
+    concurrency = concurrency or (4 if queue == "curation" else 1)
+    return [
+        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        "-Q", queue, "-n", f"{queue}@%h", "--pool", pool, "--concurrency", str(concurrency),
+        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+SERVICES = (
+    Service("worker-score", tuple(worker_command("score"))),
+    Service("worker-train", tuple(worker_command("train"))),
+    Service("worker-curation", tuple(worker_command("curation"))),
+    Service(
+        "beat",
+        (sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"),
+    ),
+)
+
+
+def _pid_file(home: Path, name: str) -> Path:
+    return home / "run" / f"{name}.json"
+
+
+def _running(home: Path, name: str) -> int | None:
+    f = _pid_file(home, name)
+    if not f.exists():
+        return None
+    pid = json.loads(f.read_text())["pid"]
+    return pid if pid_alive(pid) else None
+
+
+def services_up(settings: Settings, *, beat: bool = True, redis_url: str | None = None) -> dict[str, int]:
+    """Start redis (if embedded) and every service that is not already running; returns PIDs."""
+    home = settings.home
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    url = redis_url or settings.redis_url or ensure_redis(home)
+    env = {**os.environ, "BIRTHMARK_REDIS_URL": url, "BIRTHMARK_HOME": str(home)}
+    env["BIRTHMARK_STORE"] = _absolute_store(settings.store)
+    pids = {}
+    for svc in SERVICES:
+        if svc.name == "beat" and not beat:
+            continue
+        pid = _running(home, svc.name)
+        if pid is None:
+            args = list(svc.args)
+            if svc.name == "beat":
+                args += ["--schedule", str(home / "run" / "celerybeat-schedule")]
+            log = open(home / "logs" / f"{svc.name}.log", "ab")  # noqa: SIM115 - owned by the child
+            proc = subprocess.Popen(
+                args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=os.getcwd(),
+            )  # fmt: skip
+            pid = proc.pid
+            _pid_file(home, svc.name).write_text(json.dumps({"pid": pid, "args": args}))
+        pids[svc.name] = pid
+    return pids
+
+
+def _absolute_store(uri: str) -> str:
+    return uri if uri.startswith("s3://") else str(Path(uri).expanduser().resolve())
+
+
+def services_down(settings: Settings, *, keep_redis: bool = False, timeout_s: float = 15.0) -> list[str]:
+    """Stop every tracked service by PID (TERM, then KILL after ``timeout_s``)."""
+    home = settings.home
+    stopped = []
+    for svc in SERVICES:
+        pid = _running(home, svc.name)
+        _pid_file(home, svc.name).unlink(missing_ok=True)
+        if pid is None:
+            continue
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        stopped.append(svc.name)
+    if not keep_redis and settings.is_embedded_redis and stop_redis(home):
+        stopped.append("redis")
+    return stopped
+
+
+def services_status(settings: Settings) -> dict[str, int | None]:
+    return {svc.name: _running(settings.home, svc.name) for svc in SERVICES}

@@ -1,0 +1,104 @@
+"""The one settings object: ``BIRTHMARK_*`` environment variables and an optional ``.env`` file.
+
+No other module reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field maps to ``BIRTHMARK_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BIRTHMARK_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- services -------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="Broker and job state. Unset: an embedded loopback redis-server is started.",
+    )
+    store: str = Field(
+        default="./birthmark-data",
+        description="Object store: s3://bucket[/prefix] or a local folder.",
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto).")
+    s3_region: str = "us-east-1"
+    home: Path = Field(
+        default=Path.home() / ".cache" / "birthmark",
+        description="Embedded redis data, service PIDs and logs, decoded-image cache.",
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda")
+    isic_api_url: str | None = Field(
+        default=None, description="ISIC API base URL; unset means the real archive."
+    )
+
+    # --- scoring --------------------------------------------------------------------------
+    score_batch_size: int = Field(default=32, ge=1, le=1024)
+    score_prefixes: str = Field(
+        default="uploads/",
+        description="Comma-separated store prefixes that scoring jobs may read.",
+    )
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=120_000_000, ge=1)
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    score_prefetch_threads: int = Field(default=4, ge=1, le=64)
+    watch_prefix: str = "uploads/"
+    watch_interval_s: float = Field(default=30.0, gt=0)
+    compile_model: bool = Field(default=False, description="torch.compile the scoring model.")
+
+    # --- curation -------------------------------------------------------------------------
+    curation_query: str = Field(default="", description="isic-cli --search for the daily pull.")
+    curation_limit: int = Field(default=500, ge=1)
+    curation_collections: str | None = None
+    curation_cron: str = Field(default="0 3 * * *", description="crontab for the daily pull.")
+    allowed_licences: str = "CC-0,CC-BY"
+    phone_accept: float | None = Field(default=None, description="Override: accept at >= this.")
+    phone_reject: float | None = Field(default=None, description="Override: reject at <= this.")
+    duplicate_max_distance: int = Field(default=6, ge=0, le=64)
+    isic_timeout_s: float = Field(default=1800.0, gt=0)
+
+    # --- training -------------------------------------------------------------------------
+    train_cron: str = Field(default="0 4 * * 0", description="crontab for weekly retraining.")
+    train_growth_fraction: float = Field(default=0.2, ge=0.0)
+    train_epochs: int = Field(default=12, ge=1)
+    train_image_size: int = Field(default=128, ge=32)
+    train_arch: str = "resnet10_multimodal"
+    promotion_metric: str = "roc_auc"
+    promotion_margin: float = 0.0
+
+    # --- celery reliability ---------------------------------------------------------------
+    score_time_limit_s: int = 900
+    curation_time_limit_s: int = 4 * 3600
+    train_time_limit_s: int = 6 * 3600
+    visibility_timeout_s: int = 7 * 3600
+    result_expires_s: int = 24 * 3600
+
+    # --- credentials (never logged) -------------------------------------------------------
+    redis_password: SecretStr | None = None
+
+    @property
+    def score_prefix_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.score_prefixes.split(",") if p.strip())
+
+    @property
+    def allowed_licence_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.allowed_licences.split(",") if p.strip())
+
+    @property
+    def is_embedded_redis(self) -> bool:
+        return not self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()

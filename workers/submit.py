@@ -1,0 +1,61 @@
+"""Submitting jobs: write the request, create the record, queue the first task.
+
+Used by the CLI, the upload watcher and tests alike; idempotent by job id or idempotency key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from workers import jobs
+from workers.runtime import redis_client, store
+
+__all__ = ["submit_scoring", "submit_task_job", "request_key"]
+
+
+def request_key(job_id: str) -> str:
+    return f"results/{job_id}/request.json"
+
+
+def submit_scoring(
+    *,
+    items: Sequence[dict[str, Any]] = (),
+    prefixes: Sequence[dict[str, str]] = (),
+    job_id: str | None = None,
+    idempotency_key: str | None = None,
+    kind: str = "score",
+) -> tuple[str, bool]:
+    """Queue a scoring job over explicit ``items`` ({key, source, metadata}) and/or store ``prefixes``
+    ({prefix, display}). Returns ``(job_id, created)``; an existing job is not queued again."""
+    from workers.tasks.score import plan
+
+    r = redis_client()
+    params = {"prefixes": list(prefixes), "n_items": len(items)}
+    job_id, created = jobs.create_job(
+        r, kind=kind, params=params, job_id=job_id, idempotency_key=idempotency_key
+    )
+    if created:
+        body = {"items": list(items), "prefixes": list(prefixes)}
+        store().put(request_key(job_id), json.dumps(body, ensure_ascii=False).encode())
+        plan.delay(job_id)
+    return job_id, created
+
+
+def submit_task_job(
+    task,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    job_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[str, bool]:
+    """Create a job record for a single task (train, curation) and queue it with the job id."""
+    r = redis_client()
+    job_id, created = jobs.create_job(
+        r, kind=kind, params=params, job_id=job_id, idempotency_key=idempotency_key
+    )
+    if created:
+        task.delay(job_id)
+    return job_id, created

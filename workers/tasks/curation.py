@@ -1,0 +1,106 @@
+"""Tasks on the ``curation`` queue: isic-cli pulls, publishing curated versions, the daily schedule."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+import curation as curation_lib
+from workers import jobs
+from workers.app import app
+from workers.curating import publish_version
+from workers.pulls import run_isic_pull
+from workers.runtime import redis_client, store
+from workers.settings import Settings, get_settings
+from workers.store import StoreUnavailable
+from workers.submit import submit_task_job
+
+TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
+_settings = get_settings()
+_RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
+
+
+def phone_thresholds(s: Settings) -> curation_lib.PhoneThresholds | None:
+    overrides = {
+        k: v for k, v in (("accept", s.phone_accept), ("reject", s.phone_reject)) if v is not None
+    }
+    return curation_lib.PhoneThresholds(**overrides) if overrides else None
+
+
+def _progress(r: redis.Redis, job_id: str, stage: str):
+    def report(done: int, total: int) -> None:
+        jobs.update_job(r, job_id, done=done, total=total, progress={"stage": stage})
+
+    return report
+
+
+@app.task(name="curation.pull", time_limit=_settings.curation_time_limit_s, **_RETRY)
+def pull(job_id: str) -> dict[str, Any]:
+    """Run isic-cli for the job's query and store the pull under raw/isic/<job_id>/."""
+    s = get_settings()
+    r = redis_client()
+    params = jobs.get_job(r, job_id)["params"]
+    jobs.update_job(r, job_id, status="running", progress={"stage": "isic-cli download"})
+    try:
+        record = run_isic_pull(
+            store(),
+            job_id,
+            search=params.get("search", ""),
+            limit=int(params.get("limit", s.curation_limit)),
+            collections=params.get("collections"),
+            api_url=s.isic_api_url,
+            timeout=s.isic_timeout_s,
+            on_image=_progress(r, job_id, "upload"),
+        )
+    except curation_lib.IsicCliError as err:
+        jobs.update_job(r, job_id, status="failed", message=str(err))
+        raise
+    jobs.update_job(r, job_id, status="done", result=record)
+    return record
+
+
+@app.task(name="curation.run", time_limit=_settings.curation_time_limit_s, **_RETRY)
+def run(job_id: str) -> dict[str, Any]:
+    """Score, dedupe, split and publish a curated version from the job's pulls (default: all)."""
+    s = get_settings()
+    r = redis_client()
+    params = jobs.get_job(r, job_id)["params"]
+    jobs.update_job(r, job_id, status="running", progress={"stage": "phone-likeness"})
+    try:
+        summary = publish_version(
+            store(),
+            pull_ids=params.get("pulls") or None,
+            thresholds=phone_thresholds(s),
+            allowed_licences=s.allowed_licence_list,
+            max_distance=s.duplicate_max_distance,
+            max_pixels=s.max_image_pixels,
+            on_progress=_progress(r, job_id, "phone-likeness"),
+        )
+    except ValueError as err:
+        jobs.update_job(r, job_id, status="failed", message=str(err))
+        raise
+    jobs.update_job(r, job_id, status="done", result=summary)
+    return summary
+
+
+@app.task(name="curation.scheduled")
+def scheduled() -> str:
+    """Daily: pull the configured query, then publish a new version (a chain of two jobs)."""
+    s = get_settings()
+    slot = time.strftime("%Y%m%d%H%M", time.gmtime())
+    params = {"search": s.curation_query, "limit": s.curation_limit, "collections": s.curation_collections}
+    job_id, _ = submit_task_job(
+        pull_then_publish, kind="curation-daily", params=params, idempotency_key=f"curation-{slot}"
+    )
+    return job_id
+
+
+@app.task(name="curation.pull_then_publish", time_limit=_settings.curation_time_limit_s, **_RETRY)
+def pull_then_publish(job_id: str) -> dict[str, Any]:
+    record = pull(job_id)
+    r = redis_client()
+    publish_id, _ = jobs.create_job(r, kind="curate", params={"pulls": None}, job_id=f"{job_id}-publish")
+    summary = run(publish_id)
+    return {"pull": record, "version": summary["version"]}

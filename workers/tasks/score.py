@@ -1,0 +1,189 @@
+"""Tasks on the ``score`` queue: plan a job, score batches, finalize, watch the uploads prefix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+from celery import group
+
+import models
+from workers import jobs, registry
+from workers.app import app
+from workers.results import read_rows, summarize_rows, write_part, write_summary
+from workers.runtime import redis_client, store
+from workers.scoring import Item, ScoringModel, load_scoring_model, score_batch
+from workers.settings import get_settings
+from workers.store import StoreUnavailable
+from workers.submit import request_key, submit_scoring
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
+_settings = get_settings()
+_RETRY = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 12,
+}
+
+_loaded: dict[str, ScoringModel] = {}
+
+
+def current_model() -> ScoringModel | None:
+    """The champion, loaded once per process; a new champion is picked up between batches."""
+    st = store()
+    model_id = registry.champion_id(st)
+    if model_id is None:
+        return None
+    if model_id not in _loaded:
+        if not _loaded:
+            models.set_threads(None)
+        settings = get_settings()
+        _loaded.clear()
+        _loaded[model_id] = load_scoring_model(
+            st, model_id, device=settings.device, threshold=settings.score_threshold
+        )
+        log.info("scoring with model %s", model_id)
+    return _loaded[model_id]
+
+
+@app.task(name="score.plan", time_limit=_settings.score_time_limit_s, **_RETRY)
+def plan(job_id: str) -> int:
+    """List the job's inputs, mark duplicates, split into batches and queue them."""
+    settings = get_settings()
+    st, r = store(), redis_client()
+    plan_key = f"results/{job_id}/plan.json"
+    if st.exists(plan_key):  # redelivered: reuse the same batches
+        batches = json.loads(st.get(plan_key))
+    else:
+        request = json.loads(st.get(request_key(job_id)))
+        items = [Item.from_dict(d) for d in request["items"]]
+        for p in request["prefixes"]:
+            for obj in st.list(p["prefix"]):
+                display = p.get("display") or p["prefix"]
+                items.append(Item(obj.key, display + obj.key[len(p["prefix"]):]))
+        seen: dict[str, str] = {}
+        planned = []
+        for it in items:
+            if it.key in seen:
+                it = Item(it.key, it.source, it.metadata, duplicate_of=seen[it.key])
+            else:
+                seen[it.key] = it.source
+            planned.append(it.to_dict())
+        size = settings.score_batch_size
+        batches = [planned[i : i + size] for i in range(0, len(planned), size)]
+        st.put(plan_key, json.dumps(batches, ensure_ascii=False).encode())
+    total = sum(len(b) for b in batches)
+    jobs.update_job(r, job_id, status="running", total=total, batches=len(batches), started_at=time.time())
+    if not batches:
+        finalize.delay(job_id)
+        return 0
+    done = r.smembers(f"birthmark:job:{job_id}:batches")
+    group(batch.s(job_id, i, b) for i, b in enumerate(batches) if str(i) not in done).apply_async()
+    return len(batches)
+
+
+@app.task(name="score.batch", time_limit=_settings.score_time_limit_s, **_RETRY)
+def batch(job_id: str, index: int, items: list[dict[str, Any]]) -> int:
+    """Score one batch and write its part file; the last batch to finish queues finalize."""
+    settings = get_settings()
+    st, r = store(), redis_client()
+    rows = score_batch(
+        st,
+        [Item.from_dict(d) for d in items],
+        model=current_model,
+        allowed_prefixes=settings.score_prefix_list,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+        threads=settings.score_prefetch_threads,
+    )
+    for row in rows:
+        row["batch"] = index
+    write_part(st, job_id, index, rows)
+    errors = sum(row["status"] == "error" for row in rows)
+    n_done = jobs.complete_batch(r, job_id, index, rows=len(rows), errors=errors)
+    job = jobs.get_job(r, job_id)
+    if job and n_done >= job["batches"]:
+        finalize.delay(job_id)
+    return len(rows)
+
+
+@app.task(name="score.finalize", time_limit=_settings.score_time_limit_s, **_RETRY)
+def finalize(job_id: str) -> dict[str, Any]:
+    """Write ``summary.json`` from the part files and mark the job done (idempotent)."""
+    st, r = store(), redis_client()
+    job = jobs.get_job(r, job_id) or {}
+    rows = list(read_rows(st, job_id))
+    started = float(job.get("started_at") or job.get("created_at") or time.time())
+    seconds = max(time.time() - started, 1e-9)
+    summary = {
+        "job_id": job_id,
+        **summarize_rows(rows),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(rows) / seconds, 2),
+        "finished_at": time.time(),
+    }
+    write_summary(st, job_id, summary)
+    jobs.update_job(r, job_id, status="done", result=summary, finished_at=summary["finished_at"])
+    return summary
+
+
+def _cursor_key(prefix: str) -> str:
+    return f"state/watch-{hashlib.sha1(prefix.encode()).hexdigest()[:12]}.json"
+
+
+@app.task(name="score.watch", time_limit=300, **_RETRY)
+def watch(prefix: str | None = None) -> str | None:
+    """Score objects that appeared under the uploads prefix since the stored cursor, once each."""
+    return watch_prefix(prefix if prefix is not None else get_settings().watch_prefix)
+
+
+def watch_prefix(prefix: str) -> str | None:
+    """One watcher pass over ``prefix`` (also run in-process by `birthmark score --watch`)."""
+    st, r = store(), redis_client()
+    owner = f"watch-{time.time()}"
+    if not jobs.acquire_lock(r, f"watch:{prefix}", owner, ttl_s=300):
+        return None  # another watcher run is listing right now
+    try:
+        return _watch_once(st, r, prefix)
+    finally:
+        jobs.release_lock(r, f"watch:{prefix}", owner)
+
+
+_GRACE_S = 600.0  # objects may appear in a listing with an older LastModified than the cursor
+
+
+def _watch_once(st, r, prefix: str) -> str | None:
+    claims = f"birthmark:watch:claims:{prefix}"
+    pending = f"birthmark:watch:pending:{prefix}"
+    # A crash between claiming keys and queueing their job leaves them pending: queue them now.
+    for job_id in r.smembers(pending):
+        keys = r.lrange(f"birthmark:watch:job:{job_id}", 0, -1)
+        submit_scoring(items=[{"key": k, "source": k} for k in keys], job_id=job_id, kind="watch")
+        r.srem(pending, job_id)
+    cursor_key = _cursor_key(prefix)
+    cursor = json.loads(st.get(cursor_key)) if st.exists(cursor_key) else {"last_modified": 0.0}
+    fresh = [o for o in st.list(prefix) if o.last_modified >= cursor["last_modified"] - _GRACE_S]
+    if not fresh:
+        return None
+    unseen = [o for o, seen in zip(fresh, r.hmget(claims, [o.key for o in fresh]), strict=True) if not seen]
+    job_id = jobs.new_job_id("watch")
+    pipe = r.pipeline()
+    for o in unseen:
+        pipe.hsetnx(claims, o.key, job_id)
+    mine = [o for o, won in zip(unseen, pipe.execute(), strict=True) if won]
+    newest = max(o.last_modified for o in fresh)
+    if mine:
+        r.rpush(f"birthmark:watch:job:{job_id}", *[o.key for o in mine])
+        r.sadd(pending, job_id)
+        submit_scoring(items=[{"key": o.key, "source": o.key} for o in mine], job_id=job_id, kind="watch")
+        r.srem(pending, job_id)
+    st.put(cursor_key, json.dumps({"last_modified": max(newest, cursor["last_modified"])}).encode())
+    return job_id if mine else None

@@ -1,0 +1,117 @@
+"""Tasks on the ``train`` queue: a training run (one at a time), and the schedules that start one."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import redis
+
+import models
+from workers import jobs
+from workers.app import app
+from workers.runtime import redis_client, store
+from workers.settings import get_settings
+from workers.store import StoreUnavailable
+from workers.submit import submit_task_job
+from workers.training_run import latest_version, load_manifest, run_training
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
+_settings = get_settings()
+LOCK = "train"
+
+
+def train_config(params: dict[str, Any]) -> models.TrainConfig:
+    s = get_settings()
+    config = models.TrainConfig()
+    overrides = {
+        "arch": params.get("arch") or s.train_arch,
+        "epochs": params.get("epochs") or s.train_epochs,
+        "image_size": params.get("image_size") or s.train_image_size,
+        "device": s.device,
+    }
+    for key in ("batch_size", "lr", "seed", "augment", "balance"):
+        if params.get(key) is not None:
+            overrides[key] = params[key]
+    return replace(config, **overrides)
+
+
+@app.task(
+    name="train.run",
+    time_limit=_settings.train_time_limit_s,
+    autoretry_for=TRANSIENT,
+    retry_backoff=5,
+    retry_backoff_max=120,
+    max_retries=5,
+)
+def run(job_id: str) -> dict[str, Any]:
+    """Train, evaluate, register; resumes from the last epoch checkpoint when redelivered."""
+    s = get_settings()
+    r, st = redis_client(), store()
+    job = jobs.get_job(r, job_id)
+    if job is None:
+        raise ValueError(f"unknown job {job_id}")
+    if not jobs.acquire_lock(r, LOCK, job_id, ttl_s=s.train_time_limit_s):
+        holder = r.get(f"birthmark:lock:{LOCK}")
+        jobs.update_job(r, job_id, status="skipped", message=f"training run {holder} is in progress")
+        return {"skipped": True, "running": holder}
+    try:
+        jobs.update_job(r, job_id, status="running")
+
+        def progress(p: dict[str, Any]) -> None:
+            jobs.refresh_lock(r, LOCK, job_id, ttl_s=s.train_time_limit_s)
+            jobs.update_job(r, job_id, progress=p, done=p["epoch"], total=p["epochs"])
+
+        outcome = run_training(
+            st,
+            job_id,
+            config=train_config(job["params"]),
+            cache_dir=s.home / "cache" / "decoded",
+            data_version=job["params"].get("data"),
+            promotion_metric=s.promotion_metric,
+            promotion_margin=s.promotion_margin,
+            on_progress=progress,
+        )
+        jobs.update_job(r, job_id, status="done", result=outcome)
+        return outcome
+    except ValueError as err:
+        jobs.update_job(r, job_id, status="failed", message=str(err))
+        raise
+    finally:
+        jobs.release_lock(r, LOCK, job_id)
+
+
+@app.task(name="train.scheduled")
+def scheduled() -> str:
+    """The weekly retrain (beat). Two fires in the same minute queue one run."""
+    slot = time.strftime("%Y%m%d%H%M", time.gmtime())
+    job_id, _ = submit_task_job(
+        run, kind="train", params={"trigger": "schedule"}, idempotency_key=f"train-schedule-{slot}"
+    )
+    return job_id
+
+
+@app.task(name="train.check_growth", autoretry_for=TRANSIENT, max_retries=3)
+def check_growth() -> str | None:
+    """Retrain when LATEST has grown by the configured fraction since the champion's data."""
+    from workers import registry
+
+    s = get_settings()
+    st = store()
+    latest = latest_version(st)
+    champion = registry.champion_id(st)
+    if latest is None or champion is None:
+        return None
+    trained_on = registry.read_card(st, champion).get("data_version")
+    if trained_on == latest:
+        return None
+    _, new = load_manifest(st, latest)
+    _, old = load_manifest(st, trained_on) if trained_on else (None, new.iloc[:0])
+    if len(new) < len(old) * (1 + s.train_growth_fraction) or len(new) == len(old):
+        return None
+    job_id, _ = submit_task_job(run, kind="train", params={"trigger": "growth", "data": latest})
+    return job_id

@@ -1,0 +1,204 @@
+"""One training run against the store: manifest -> samples -> fit (resumable) -> evaluate -> register.
+
+Celery-free so it can be driven by the task, a benchmark or a notebook with a store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import curation
+import models
+from workers import registry
+from workers.store import Store
+
+__all__ = ["load_manifest", "latest_version", "make_samples", "run_training", "evaluate_model"]
+
+log = logging.getLogger(__name__)
+
+META_FIELDS = ("age_approx", "sex", "anatom_site_general")
+
+
+def latest_version(store: Store) -> str | None:
+    return store.read_pointer("curated/LATEST")
+
+
+def load_manifest(store: Store, version: str | None = None) -> tuple[str, pd.DataFrame]:
+    version = version or latest_version(store)
+    if not version:
+        raise ValueError("no curated version yet; run `birthmark curate run` first")
+    return version, curation.manifest_from_parquet(store.get(f"curated/{version}/manifest.parquet"))
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for f in META_FIELDS:
+        v = row.get(f)
+        out[f] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    return out
+
+
+def trainable(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows a model may learn from or be judged on: included and labelled."""
+    return df[df["included"].astype(bool) & df["malignant"].notna()]
+
+
+def make_samples(df: pd.DataFrame, cache: models.DecodedImageCache) -> list[models.Sample]:
+    return [
+        models.Sample(partial(cache.load, rec["key"]), int(rec["malignant"]), _metadata(rec), None)
+        for rec in df.to_dict("records")
+    ]
+
+
+def is_phone_like(df: pd.DataFrame) -> pd.Series:
+    return df["verdict"].eq("accepted")
+
+
+def evaluate_model(
+    predictor: models.Predictor, df: pd.DataFrame, cache: models.DecodedImageCache
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics on ``df`` overall and on its phone-like subset; returns (metrics, probabilities)."""
+    if df.empty:
+        return {"overall": models.evaluate([], []), "phone_like": models.evaluate([], [])}, np.array([])
+    images = [cache.load(k) for k in df["key"]]
+    meta = [_metadata(r) for r in df.to_dict("records")]
+    prob = predictor.predict(images, meta)
+    y = df["malignant"].astype(int).to_numpy()
+    phone = is_phone_like(df).to_numpy()
+    return {
+        "overall": models.evaluate(y, prob),
+        "phone_like": models.evaluate(y[phone], prob[phone]),
+    }, prob
+
+
+def _code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent,
+        )  # fmt: skip
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def run_training(
+    store: Store,
+    run_id: str,
+    *,
+    config: models.TrainConfig,
+    cache_dir: Path,
+    data_version: str | None = None,
+    promotion_metric: str = "roc_auc",
+    promotion_margin: float = 0.0,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train on a curated version, checkpointing every epoch; returns the run's outcome."""
+    version, manifest = load_manifest(store, data_version)
+    data = trainable(manifest)
+    splits = {s: data[data["split"] == s] for s in ("train", "val", "test")}
+    if splits["train"].empty or splits["val"].empty:
+        raise ValueError(
+            f"curated version {version} has {len(splits['train'])} train and {len(splits['val'])} "
+            "val rows with labels; need both"
+        )
+    cache = models.DecodedImageCache(cache_dir, partial(store.get), size=max(config.image_size * 2, 128))
+    resume_key = f"models/runs/{run_id}/resume.bin"
+    resume = store.get(resume_key) if store.exists(resume_key) else None
+    if resume is not None:
+        log.info("run %s resumes from its last checkpoint", run_id)
+
+    def on_epoch(state: models.EpochState) -> None:
+        store.put(resume_key, state.resume_blob())
+        if on_progress:
+            remaining = state.epochs - state.epoch
+            on_progress(
+                {
+                    "epoch": state.epoch,
+                    "epochs": state.epochs,
+                    "train_loss": round(float(state.train_loss), 5),
+                    "val_auc": None if math.isnan(state.val_auc) else round(float(state.val_auc), 4),
+                    "images_per_second": round(float(state.images_per_second), 1),
+                    "eta_s": round(state.seconds * remaining, 1),
+                }
+            )
+
+    result = models.fit(
+        make_samples(splits["train"], cache),
+        make_samples(splits["val"], cache),
+        config=config,
+        on_epoch=on_epoch,
+        resume=resume,
+    )
+    predictor = models.Predictor(result.model, result.card, device=config.device)
+    metrics, prob = evaluate_model(predictor, splits["test"], cache)
+    test = splits["test"]
+    card = {
+        **result.card,
+        "run_id": run_id,
+        "data_version": version,
+        "data_counts": {s: int(len(d)) for s, d in splits.items()},
+        "licences": sorted(map(str, data["copyright_license"].dropna().unique())),
+        "metrics": metrics,
+        "code_version": _code_version(),
+        "train_config": asdict(config),
+    }
+    report = models.render_report(
+        metrics=metrics["overall"],
+        y_true=test["malignant"].astype(int).to_numpy(),
+        prob=prob,
+        history=result.history,
+        title=f"birthmark run {run_id} on {version}",
+    )
+    weights, card = models.dump_checkpoint(result.model, card)
+    model_id = registry.publish_model(store, weights, card, report_html=report)
+    decision = decide_promotion(
+        store, model_id, metrics, test, cache, metric=promotion_metric, margin=promotion_margin
+    )
+    store.put(f"models/{model_id}/decision.json", json.dumps(decision, indent=2).encode())
+    return {"model_id": model_id, "data_version": version, "metrics": metrics, **decision}
+
+
+def decide_promotion(
+    store: Store,
+    model_id: str,
+    metrics: dict[str, Any],
+    test: pd.DataFrame,
+    cache: models.DecodedImageCache,
+    *,
+    metric: str,
+    margin: float,
+) -> dict[str, Any]:
+    """Promote ``model_id`` if it beats the champion on the same holdout by ``margin``."""
+    champion = registry.champion_id(store)
+    new = metrics["overall"].get(metric, float("nan"))
+    if champion is None:
+        registry.promote(store, model_id, reason="first model")
+        return {"promoted": True, "reason": "first model", "champion_before": None}
+    card = registry.read_card(store, champion)
+    net = models.load_checkpoint(registry.read_weights(store, champion), card)
+    old_metrics, _ = evaluate_model(models.Predictor(net, card), test, cache)
+    old = old_metrics["overall"].get(metric, float("nan"))
+    if math.isnan(new):
+        reason = f"{metric} undefined on the holdout; champion {champion} kept"
+        promoted = False
+    elif math.isnan(old) or new > old + margin:
+        reason = f"{metric} {new:.4f} beats champion {champion} ({old:.4f}) by more than {margin}"
+        promoted = True
+    else:
+        reason = f"{metric} {new:.4f} does not beat champion {champion} ({old:.4f}) by {margin}"
+        promoted = False
+    if promoted:
+        registry.promote(store, model_id, reason=reason)
+    return {"promoted": promoted, "reason": reason, "champion_before": champion, "champion_metric": old}
