@@ -1,1 +1,43 @@
-"""birthmark models package."""
+"""birthmark models: networks, metadata encoding, image decoding, checkpoints, inference, training.
+
+A plain library (torch, torchvision, numpy, Pillow, scikit-learn); it never imports workers, celery,
+redis or boto3. The public API below is what ``workers`` calls (see CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+from .checkpoint import CLASSES, ChecksumError, dump_checkpoint, load_checkpoint
+from .imageio import DecodedImage, ImageError, decode_image, to_rgb
+from .metadata import METADATA_DIM, SITES, encode_metadata, metadata_problems
+from .predictor import Predictor, resolve_device, set_threads
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch, to_tensor
+from .quality import assess_quality
+from .resnet10 import ARCHS, ResNet10, build_model, resnet10_image, resnet10_multimodal
+
+__all__ = [
+    "ARCHS",
+    "CLASSES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "METADATA_DIM",
+    "SITES",
+    "ChecksumError",
+    "DecodedImage",
+    "ImageError",
+    "Predictor",
+    "ResNet10",
+    "assess_quality",
+    "build_model",
+    "decode_image",
+    "dump_checkpoint",
+    "encode_metadata",
+    "load_checkpoint",
+    "metadata_problems",
+    "resnet10_image",
+    "resnet10_multimodal",
+    "resolve_device",
+    "set_threads",
+    "to_batch",
+    "to_rgb",
+    "to_tensor",
+]
