@@ -2,8 +2,9 @@
 
 Uploads come from phones and apps: JPEG, HEIC/HEIF, PNG, WebP, TIFF, GIF, with odd colour modes and
 EXIF orientation. ``decode_image`` identifies the format by content (never by file name), refuses
-decompression bombs from the header before decoding any pixels, decodes JPEGs at reduced scale (libjpeg
-DCT scaling through ``Image.draft``) and returns an upright RGB image whose short side is at least
+decompression bombs from the header before decoding any pixels, decodes JPEGs at reduced scale
+(libjpeg DCT scaling through ``Image.draft``) and returns an upright RGB image whose short side is
+at least
 ``target``. Every failure is an ``ImageError`` whose ``kind`` a report can count.
 """
 
@@ -44,8 +45,8 @@ ERROR_KINDS = (
 SUPPORTED_FORMATS = frozenset(
     {"JPEG", "MPO", "PNG", "WEBP", "TIFF", "GIF", "BMP", "HEIF", "AVIF", "DIB"}
 )
-# Leading bytes of formats we accept: when Pillow cannot identify bytes that start like an image, the
-# file is damaged ("unreadable") rather than something else altogether ("not_an_image").
+# Leading bytes of formats we accept: when Pillow cannot identify bytes that start like an image,
+# the file is damaged ("unreadable") rather than something else altogether ("not_an_image").
 _SIGNATURES = (
     b"\xff\xd8\xff",
     b"\x89PNG\r\n\x1a\n",

@@ -47,8 +47,8 @@ AGE_RANGE: tuple[float, float] = (0.0, 120.0)
 AGE_SCALE = 100.0
 
 # Free-text sites from other datasets (PAD-UFES-20, HAM10000, MILK10k, ...), after lower-casing and
-# turning "_" / "-" into spaces. A tuple with several sites spreads the weight evenly: "trunk" does not
-# say front or back, and pretending it does would teach the model a false correlation.
+# turning "_" / "-" into spaces. A tuple with several sites spreads the weight evenly: "trunk" does
+# not say front or back, and pretending it does would teach the model a false correlation.
 _TORSO = ("anterior torso", "posterior torso", "lateral torso")
 SITE_ALIASES: dict[str, tuple[str, ...]] = {
     **{site: (site,) for site in SITES},

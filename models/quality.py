@@ -26,7 +26,7 @@ def mean_luminance(image: Image.Image) -> float:
 
 
 def blur_score(image: Image.Image, *, side: int = _BLUR_SIDE) -> float:
-    """Variance of the 4-neighbour Laplacian of a grey copy with short side ``side`` (higher = sharper)."""
+    """Variance of the Laplacian of a grey copy with short side ``side``; higher is sharper."""
     grey = image.convert("L")
     width, height = grey.size
     scale = side / min(width, height)

@@ -1,7 +1,7 @@
 """ResNet-10 lesion classifier, with an optional metadata branch (seed 000's network).
 
-Image trunk: torchvision ``ResNet(BasicBlock, [1, 1, 1, 1])`` without its fc layer (512-d after global
-average pooling). The multimodal variant fuses it with a small MLP over the encoded metadata
+Image trunk: torchvision ``ResNet(BasicBlock, [1, 1, 1, 1])`` without its fc layer (512-d after
+global average pooling). The multimodal variant fuses it with a small MLP over the encoded metadata
 (``models.metadata``); the image-only variant has the same trunk and a head of the same shape.
 Both return logits ``[N, num_classes]``; class 1 is "malignant".
 """
