@@ -4,8 +4,7 @@ Uploads come from phones and apps: JPEG, HEIC/HEIF, PNG, WebP, TIFF, GIF, with o
 EXIF orientation. ``decode_image`` identifies the format by content (never by file name), refuses
 decompression bombs from the header before decoding any pixels, decodes JPEGs at reduced scale
 (libjpeg DCT scaling through ``Image.draft``) and returns an upright RGB image whose short side is
-at least
-``target``. Every failure is an ``ImageError`` whose ``kind`` a report can count.
+at least ``target``. Every failure is an ``ImageError`` whose ``kind`` a report can count.
 """
 
 from __future__ import annotations
