@@ -6,8 +6,12 @@ redis or boto3. The public API below is what ``workers`` calls (see CONTRACTS.md
 
 from __future__ import annotations
 
+from .augment import PhoneCaptureAugment, phone_capture_augment
+from .cache import DecodedImageCache
 from .checkpoint import CLASSES, ChecksumError, dump_checkpoint, load_checkpoint
+from .evaluation import evaluate, fit_temperature
 from .imageio import DecodedImage, ImageError, decode_image, to_rgb
+from .losses import FocalLoss, focal_loss
 from .metadata import METADATA_DIM, SITES, encode_metadata, metadata_problems
 from .predictor import Predictor, resolve_device, set_threads
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch, to_tensor
@@ -23,7 +27,10 @@ __all__ = [
     "SITES",
     "ChecksumError",
     "DecodedImage",
+    "DecodedImageCache",
+    "FocalLoss",
     "ImageError",
+    "PhoneCaptureAugment",
     "Predictor",
     "ResNet10",
     "assess_quality",
@@ -31,8 +38,12 @@ __all__ = [
     "decode_image",
     "dump_checkpoint",
     "encode_metadata",
+    "evaluate",
+    "fit_temperature",
+    "focal_loss",
     "load_checkpoint",
     "metadata_problems",
+    "phone_capture_augment",
     "resnet10_image",
     "resnet10_multimodal",
     "resolve_device",
