@@ -1,1 +1,54 @@
-"""birthmark models package."""
+"""birthmark models: networks, metadata encoding, image decoding, checkpoints, inference, training.
+
+A plain library (torch, torchvision, numpy, Pillow, scikit-learn); it never imports workers, celery,
+redis or boto3. The public API below is what ``workers`` calls (see CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+from .augment import PhoneCaptureAugment, phone_capture_augment
+from .cache import DecodedImageCache
+from .checkpoint import CLASSES, ChecksumError, dump_checkpoint, load_checkpoint
+from .evaluation import evaluate, fit_temperature
+from .imageio import DecodedImage, ImageError, decode_image, to_rgb
+from .losses import FocalLoss, focal_loss
+from .metadata import METADATA_DIM, SITES, encode_metadata, metadata_problems
+from .predictor import Predictor, resolve_device, set_threads
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch, to_tensor
+from .quality import assess_quality
+from .resnet10 import ARCHS, ResNet10, build_model, resnet10_image, resnet10_multimodal
+
+__all__ = [
+    "ARCHS",
+    "CLASSES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "METADATA_DIM",
+    "SITES",
+    "ChecksumError",
+    "DecodedImage",
+    "DecodedImageCache",
+    "FocalLoss",
+    "ImageError",
+    "PhoneCaptureAugment",
+    "Predictor",
+    "ResNet10",
+    "assess_quality",
+    "build_model",
+    "decode_image",
+    "dump_checkpoint",
+    "encode_metadata",
+    "evaluate",
+    "fit_temperature",
+    "focal_loss",
+    "load_checkpoint",
+    "metadata_problems",
+    "phone_capture_augment",
+    "resnet10_image",
+    "resnet10_multimodal",
+    "resolve_device",
+    "set_threads",
+    "to_batch",
+    "to_rgb",
+    "to_tensor",
+]

@@ -1,0 +1,113 @@
+"""Binary classification metrics (scikit-learn) and temperature scaling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
+
+__all__ = [
+    "expected_calibration_error",
+    "evaluate",
+    "fit_temperature",
+    "partial_auc_above_tpr",
+    "sensitivity_at_specificity",
+]
+
+NAN = float("nan")
+
+
+def sensitivity_at_specificity(y_true, prob, *, specificity: float) -> float:
+    """Highest TPR reachable while FPR <= 1 - ``specificity`` (NaN with a single class)."""
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) < 2:
+        return NAN
+    fpr, tpr, _ = roc_curve(y_true, prob)
+    return float(tpr[fpr <= 1.0 - specificity + 1e-12].max())
+
+
+def partial_auc_above_tpr(y_true, prob, *, min_tpr: float = 0.8) -> float:
+    """ISIC 2024's metric: area under the ROC curve above ``min_tpr``, in [0, 1 - min_tpr].
+
+    As in the challenge's scorer: flip labels and scores so the TPR band becomes an FPR band, take
+    sklearn's McClish-standardised partial AUC and undo the standardisation.
+    """
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) < 2:
+        return NAN
+    max_fpr = abs(1.0 - min_tpr)
+    scaled = roc_auc_score(np.abs(y_true - 1), -np.asarray(prob, dtype=np.float64), max_fpr=max_fpr)
+    return float(0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (scaled - 0.5))
+
+
+def expected_calibration_error(y_true, prob, *, bins: int = 15) -> float:
+    """ECE of the malignant probability: bin-weighted |mean predicted - observed rate|."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    prob = np.asarray(prob, dtype=np.float64)
+    if len(y_true) == 0:
+        return NAN
+    index = np.minimum((prob * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in np.unique(index):
+        mask = index == b
+        total += mask.sum() * abs(prob[mask].mean() - y_true[mask].mean())
+    return float(total / len(y_true))
+
+
+def evaluate(y_true, prob, *, threshold: float = 0.5) -> dict:
+    """Metrics for malignant probabilities ``prob`` against 0/1 labels ``y_true``.
+
+    Keys: roc_auc, balanced_accuracy, sens_at_spec_90, sens_at_spec_95, pauc_above_80_tpr, ece, n,
+    n_pos. Metrics that need both classes are NaN when only one is present.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=np.float64)
+    if y_true.shape != prob.shape or y_true.ndim != 1:
+        raise ValueError(
+            f"y_true and prob must be 1-D of equal length, got {y_true.shape}, {prob.shape}"
+        )
+    if not np.isin(y_true, (0, 1)).all():
+        raise ValueError(f"y_true must hold 0/1 labels, got values {sorted(set(y_true.tolist()))}")
+    both = len(np.unique(y_true)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y_true, prob)) if both else NAN,
+        "balanced_accuracy": (
+            float(balanced_accuracy_score(y_true, prob >= threshold)) if both else NAN
+        ),
+        "sens_at_spec_90": sensitivity_at_specificity(y_true, prob, specificity=0.90),
+        "sens_at_spec_95": sensitivity_at_specificity(y_true, prob, specificity=0.95),
+        "pauc_above_80_tpr": partial_auc_above_tpr(y_true, prob, min_tpr=0.8),
+        "ece": expected_calibration_error(y_true, prob),
+        "n": int(len(y_true)),
+        "n_pos": int(y_true.sum()),
+    }
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits, labels, *, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """Temperature T minimising the NLL of ``softmax(logits / T)`` (1.0 when it cannot be fit).
+
+    ``logits`` is ``[N, C]`` or ``[N]`` (a binary logit, treated as ``[0, z]``).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels).astype(int)
+    if logits.ndim == 1:
+        logits = np.stack([np.zeros_like(logits), logits], axis=1)
+    if len(labels) == 0 or len(np.unique(labels)) < 2:
+        return 1.0
+    # Search log T: NLL is smooth and unimodal there, and the bounds stay symmetric around T = 1.
+    result = minimize_scalar(
+        lambda log_t: _nll(logits, labels, math.exp(log_t)),
+        bounds=(math.log(bounds[0]), math.log(bounds[1])),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    return float(math.exp(result.x)) if result.success else 1.0

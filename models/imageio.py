@@ -1,0 +1,201 @@
+"""Decode untrusted image bytes into small RGB images, with typed errors.
+
+Uploads come from phones and apps: JPEG, HEIC/HEIF, PNG, WebP, TIFF, GIF, with odd colour modes and
+EXIF orientation. ``decode_image`` identifies the format by content (never by file name), refuses
+decompression bombs from the header before decoding any pixels, decodes JPEGs at reduced scale
+(libjpeg DCT scaling through ``Image.draft``) and returns an upright RGB image whose short side is
+at least ``target``. Every failure is an ``ImageError`` whose ``kind`` a report can count.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import pillow_heif
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "ERROR_KINDS",
+    "SUPPORTED_FORMATS",
+    "DecodedImage",
+    "ImageError",
+    "decode_image",
+    "to_rgb",
+]
+
+pillow_heif.register_heif_opener()
+
+DEFAULT_MAX_PIXELS = 100_000_000  # a 100 MP phone sensor is the largest legitimate upload
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+ERROR_KINDS = (
+    "empty",
+    "not_an_image",
+    "unreadable",
+    "decompression_bomb",
+    "too_large",
+    "unsupported",
+)
+SUPPORTED_FORMATS = frozenset(
+    {"JPEG", "MPO", "PNG", "WEBP", "TIFF", "GIF", "BMP", "HEIF", "AVIF", "DIB"}
+)
+# Leading bytes of formats we accept: when Pillow cannot identify bytes that start like an image,
+# the file is damaged ("unreadable") rather than something else altogether ("not_an_image").
+_SIGNATURES = (
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"II*\x00",
+    b"MM\x00*",
+    b"BM",
+)
+# Errors Pillow and its plugins raise on damaged data; anything else is a bug and should surface.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError)
+
+
+class ImageError(ValueError):
+    """An upload that cannot be turned into an image; ``kind`` is one of ``ERROR_KINDS``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown ImageError kind {kind!r}; expected one of {ERROR_KINDS}")
+        super().__init__(message)
+        self.kind = kind
+
+
+class DecodedImage(NamedTuple):
+    image: Image.Image  # RGB, upright, short side >= target (unless the original is smaller)
+    original_size: tuple[int, int]  # (width, height) as stored in the file, before any scaling
+    format: str  # Pillow's format name, e.g. "JPEG", "HEIF", "PNG"
+
+
+def _looks_like_image(data: bytes) -> bool:
+    if data.startswith(_SIGNATURES):
+        return True
+    # RIFF....WEBP and ISO-BMFF "ftyp" boxes (HEIC, AVIF) keep the brand at a fixed offset.
+    return (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or data[4:8] == b"ftyp"
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # We apply our own limit below; Pillow's warning would only be noise in worker logs.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        raise ImageError("decompression_bomb", str(err)) from None
+    except UnidentifiedImageError:
+        if _looks_like_image(data):
+            raise ImageError("unreadable", "image header is damaged or truncated") from None
+        raise ImageError("not_an_image", f"not an image (starts with {data[:16]!r})") from None
+    except _DECODE_ERRORS as err:
+        raise ImageError("unreadable", f"cannot read image header: {err}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            "decompression_bomb",
+            f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}",
+        )
+    if width < 1 or height < 1:
+        raise ImageError("unreadable", f"image header claims a size of {width}x{height}")
+    if image.format not in SUPPORTED_FORMATS:
+        raise ImageError(
+            "unsupported",
+            f"format {image.format} is not supported; expected one of {sorted(SUPPORTED_FORMATS)}",
+        )
+    return image
+
+
+def _exif_transpose(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS + (TypeError, ZeroDivisionError):
+        # Broken EXIF is common in re-encoded uploads; an unrotated image beats no image.
+        return image
+
+
+def _scale_to_8bit(array: np.ndarray) -> np.ndarray:
+    array = array.astype(np.float64)
+    top = float(array.max(initial=0.0))
+    if array.min(initial=0.0) >= 0 and top <= 255:
+        return array.astype(np.uint8)
+    if array.min(initial=0.0) >= 0 and top <= 65535:
+        return np.round(array / 257.0).astype(np.uint8)  # 16-bit samples
+    low = float(array.min())
+    span = max(top - low, 1e-12)
+    return np.round((array - low) * (255.0 / span)).astype(np.uint8)
+
+
+def to_rgb(
+    image: Image.Image, *, background: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB; transparency is composited onto ``background``."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        return Image.fromarray(_scale_to_8bit(np.asarray(image))).convert("RGB")
+    if mode == "P" and "transparency" not in image.info:
+        return image.convert("RGB")
+    if mode in ("RGBA", "LA", "La", "RGBa", "PA", "P") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _shrink(image: Image.Image, target: int) -> Image.Image:
+    width, height = image.size
+    short = min(width, height)
+    if short <= target:
+        return image
+    size = (max(1, round(width * target / short)), max(1, round(height * target / short)))
+    # reducing_gap: box-reduce by an integer factor first, then a short bilinear pass (fast, clean).
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    target: int | None = 224,
+) -> DecodedImage:
+    """Decode image bytes to an upright RGB image whose short side is ``target`` (or smaller).
+
+    ``target=None`` keeps full resolution. Raises ``ImageError`` with kind ``empty``,
+    ``not_an_image``, ``unreadable``, ``decompression_bomb`` (header size > ``max_pixels``),
+    ``too_large`` (more than ``max_bytes``) or ``unsupported``.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise ImageError("empty", "no bytes")
+    if len(data) > max_bytes:
+        raise ImageError("too_large", f"{len(data):,} bytes exceeds the limit of {max_bytes:,}")
+    image = _open(data, max_pixels)
+    original_size = image.size
+    fmt = image.format
+    if target is not None and fmt in ("JPEG", "MPO"):
+        # libjpeg decodes directly at 1/2, 1/4 or 1/8 scale, keeping both sides >= the request.
+        image.draft("RGB", (target, target))
+    try:
+        image.load()
+        image = _exif_transpose(image)
+        image = to_rgb(image)
+    except Image.DecompressionBombError as err:
+        raise ImageError("decompression_bomb", str(err)) from None
+    except _DECODE_ERRORS as err:
+        if "decoder" in str(err) and "not available" in str(err):
+            raise ImageError("unsupported", f"no decoder for this {fmt} variant: {err}") from None
+        raise ImageError("unreadable", f"cannot decode {fmt} image: {err}") from None
+    if target is not None:
+        image = _shrink(image, target)
+    return DecodedImage(image, original_size, fmt)

@@ -1,0 +1,99 @@
+"""Batch inference: malignant probabilities for PIL images (and optional metadata)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .metadata import encode_metadata
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch
+
+__all__ = ["DEVICES", "Predictor", "resolve_device", "set_threads"]
+
+DEVICES = ("auto", "cpu", "cuda")
+_threads_set: int | None = None
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if name not in DEVICES and not str(name).startswith("cuda:"):
+        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {name!r} requested but CUDA is not available; use 'cpu' or 'auto'"
+        )
+    return torch.device(name)
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op thread count (default: all cores); returns the count in effect.
+
+    Meant to be called once per worker process, before the first forward pass; later calls with the
+    same count are no-ops, so callers need not track whether it already happened.
+    """
+    global _threads_set
+    n = n or os.cpu_count() or 1
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    if _threads_set != n:
+        torch.set_num_threads(n)
+        _threads_set = n
+    return n
+
+
+class Predictor:
+    """Wraps a network and its card for scoring: eval mode, inference mode, batching, temperature.
+
+    ``predict`` returns the probability of class 1 ("malignant") for each image, after dividing the
+    logits by ``card["temperature"]`` (calibration fitted at training time; 1.0 when absent).
+    """
+
+    def __init__(
+        self, model: nn.Module, card: Mapping, *, device: str = "auto", batch_size: int = 32
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.card = dict(card)
+        self.batch_size = batch_size
+        self.image_size = int(card.get("image_size", 224))
+        self.mean = tuple(card.get("mean", IMAGENET_MEAN))
+        self.std = tuple(card.get("std", IMAGENET_STD))
+        self.temperature = float(card.get("temperature") or 1.0)
+        if self.temperature <= 0:
+            raise ValueError(f"card temperature must be > 0, got {self.temperature}")
+        # channels_last lets cuDNN and oneDNN pick their fastest convolution kernels.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+
+    def _forward(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
+        batch = to_batch(images, size=self.image_size, mean=self.mean, std=self.std)
+        batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        meta = None
+        if metadata is not None:
+            meta = torch.from_numpy(encode_metadata(metadata)).to(self.device, non_blocking=True)
+        logits = self.model(batch, meta).float()
+        return torch.softmax(logits / self.temperature, dim=1)[:, 1]
+
+    def predict(
+        self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None = None
+    ) -> np.ndarray:
+        """Malignant probabilities, float64 ``[N]``; ``metadata`` rows align with ``images``."""
+        if metadata is not None and len(metadata) != len(images):
+            raise ValueError(
+                f"metadata has {len(metadata)} rows but there are {len(images)} images"
+            )
+        out = np.empty(len(images), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                stop = start + self.batch_size
+                chunk_meta = None if metadata is None else metadata[start:stop]
+                probs = self._forward(images[start:stop], chunk_meta)
+                out[start:stop] = probs.cpu().numpy()
+        return out

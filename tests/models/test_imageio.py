@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import DecodedImage, ImageError, decode_image
+
+from .conftest import encode
+
+
+def _rgb(size=(80, 60), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _kind(data: bytes, **kwargs) -> str:
+    with pytest.raises(ImageError) as info:
+        decode_image(data, **kwargs)
+    return info.value.kind
+
+
+def test_plain_jpeg():
+    decoded = decode_image(encode(_rgb(), "JPEG"))
+    assert isinstance(decoded, DecodedImage)
+    assert decoded.format == "JPEG" and decoded.original_size == (80, 60)
+    assert decoded.image.mode == "RGB" and decoded.image.size == (80, 60)
+
+
+def test_large_jpeg_is_draft_decoded_and_shrunk():
+    data = encode(_rgb((1600, 1200)), "JPEG", quality=80)
+    decoded = decode_image(data, target=224)
+    assert decoded.original_size == (1600, 1200)
+    assert min(decoded.image.size) == 224 and decoded.image.size == (299, 224)
+    assert decode_image(data, target=None).image.size == (1600, 1200)
+
+
+def test_cmyk_jpeg():
+    cmyk = Image.new("CMYK", (40, 30), (0, 255, 255, 0))  # pure red in CMYK
+    decoded = decode_image(encode(cmyk, "JPEG"))
+    r, g, b = decoded.image.getpixel((20, 15))
+    assert decoded.image.mode == "RGB" and r > 200 and g < 60 and b < 60
+
+
+def test_png_with_alpha_is_composited_on_white():
+    rgba = Image.new("RGBA", (20, 20), (255, 0, 0, 0))
+    rgba.paste((0, 0, 255, 255), (0, 0, 10, 20))
+    image = decode_image(encode(rgba, "PNG")).image
+    assert image.getpixel((15, 5)) == (255, 255, 255)
+    assert image.getpixel((5, 5)) == (0, 0, 255)
+
+
+def test_la_png():
+    la = Image.new("LA", (10, 10), (0, 255))
+    assert decode_image(encode(la, "PNG")).image.getpixel((1, 1)) == (0, 0, 0)
+
+
+def test_palette_gif_with_transparency():
+    p = _rgb((32, 32)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    p.info["transparency"] = p.getpixel((0, 0))
+    decoded = decode_image(encode(p, "GIF", transparency=p.getpixel((0, 0))))
+    assert decoded.format == "GIF" and decoded.image.mode == "RGB"
+    assert decoded.image.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_rotated_jpeg_swaps_width_and_height():
+    image = _rgb((80, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()))
+    assert decoded.original_size == (80, 40)
+    assert decoded.image.size == (40, 80)
+
+
+def test_bad_exif_orientation_is_ignored():
+    exif = Image.Exif()
+    exif[0x0112] = 42
+    decoded = decode_image(encode(_rgb((80, 40)), "JPEG", exif=exif.tobytes()))
+    assert decoded.image.size == (80, 40)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16bit_grey_scaled_to_8bit(fmt):
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))
+    image = Image.fromarray(ramp)
+    assert image.mode == "I;16"
+    decoded = decode_image(encode(image, fmt))
+    pixels = np.asarray(decoded.image)
+    assert pixels[0, 0].tolist() == [0, 0, 0]
+    assert pixels[0, -1].tolist() == [255, 255, 255]
+    assert 120 < pixels[0, 32, 0] < 135  # linear mid-grey, not clipped to white
+
+
+def test_one_bit_png():
+    image = Image.new("1", (16, 16), 1)
+    assert decode_image(encode(image, "PNG")).image.getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_heic():
+    decoded = decode_image(encode(_rgb((64, 48)), "HEIF", quality=90))
+    assert decoded.format == "HEIF" and decoded.image.size == (64, 48)
+
+
+def test_webp_and_bmp():
+    assert decode_image(encode(_rgb(), "WEBP")).format == "WEBP"
+    assert decode_image(encode(_rgb(), "BMP")).format == "BMP"
+
+
+def test_one_pixel_image_decodes():
+    decoded = decode_image(encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"))
+    assert decoded.image.size == (1, 1)
+
+
+def test_empty_bytes():
+    assert _kind(b"") == "empty"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"hello, this is plainly text\n" * 4, b"<!DOCTYPE html><html><body>404</body></html>"],
+)
+def test_text_and_html_are_not_images(data):
+    assert _kind(data) == "not_an_image"
+
+
+def test_truncated_jpeg_is_unreadable():
+    data = encode(_rgb((200, 150)), "JPEG")
+    assert _kind(data[: len(data) // 2]) == "unreadable"
+    assert _kind(data[:40]) == "unreadable"
+
+
+def test_too_many_bytes():
+    assert _kind(encode(_rgb(), "PNG"), max_bytes=100) == "too_large"
+
+
+def _patch_png_size(png: bytes, width: int, height: int) -> bytes:
+    # IHDR is the first chunk: 8-byte signature, 4 length, 4 type, 13 data, 4 CRC.
+    ihdr = bytearray(png[16:29])
+    ihdr[0:8] = struct.pack(">II", width, height)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)) & 0xFFFFFFFF)
+    return png[:16] + bytes(ihdr) + crc + png[33:]
+
+
+def test_decompression_bomb_refused_from_header():
+    bomb = _patch_png_size(encode(Image.new("RGB", (2, 2)), "PNG"), 20000, 20000)
+    assert _kind(bomb) == "decompression_bomb"
+    # Under Pillow's own limit but over ours: our max_pixels applies.
+    assert _kind(_patch_png_size(bomb, 9000, 9000), max_pixels=50_000_000) == "decompression_bomb"
+
+
+def test_unsupported_format():
+    assert _kind(encode(_rgb((16, 16)), "ICO")) == "unsupported"
+
+
+def test_type_error_for_non_bytes():
+    with pytest.raises(TypeError, match="bytes"):
+        decode_image(io.BytesIO(b"x"))  # type: ignore[arg-type]

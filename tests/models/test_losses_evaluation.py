@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.evaluation import evaluate, fit_temperature, partial_auc_above_tpr
+from models.losses import FocalLoss, focal_loss
+
+
+def test_focal_loss_is_half_ce_with_gamma_0_alpha_half():
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 2), torch.randint(0, 2, (16,))
+    expected = 0.5 * F.cross_entropy(logits, target)
+    torch.testing.assert_close(FocalLoss(alpha=0.5, gamma=0.0)(logits, target), expected)
+
+
+def test_focal_loss_downweights_easy_examples_and_alpha_weights_positives():
+    easy = torch.tensor([[-4.0, 4.0]])
+    hard = torch.tensor([[0.5, -0.5]])
+    one = torch.tensor([1])
+    ratio_focal = focal_loss(easy, one, gamma=2.0) / focal_loss(hard, one, gamma=2.0)
+    ratio_ce = F.cross_entropy(easy, one) / F.cross_entropy(hard, one)
+    assert ratio_focal < ratio_ce / 10
+    assert focal_loss(hard, one, alpha=0.9) > focal_loss(hard, one, alpha=0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        focal_loss(hard, one, alpha=1.5)
+
+
+def test_evaluate_known_arrays():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    m = evaluate(y, p)
+    assert m["roc_auc"] == pytest.approx(15 / 16)
+    assert m["balanced_accuracy"] == pytest.approx(0.75)
+    assert m["sens_at_spec_90"] == pytest.approx(0.75)
+    assert m["n"] == 8 and m["n_pos"] == 4
+    assert 0.0 <= m["pauc_above_80_tpr"] <= 0.2 and 0 <= m["ece"] <= 1
+    perfect = evaluate(y, y * 0.8 + 0.1)
+    assert perfect["roc_auc"] == 1.0 and perfect["pauc_above_80_tpr"] == pytest.approx(0.2)
+    assert perfect["ece"] == pytest.approx(0.1)
+
+
+def test_partial_auc_of_random_scores_is_small():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000)
+    # A random classifier's ROC is the diagonal: area above TPR 0.8 is 0.2^2 / 2 = 0.02.
+    assert partial_auc_above_tpr(y, rng.random(4000)) == pytest.approx(0.02, abs=0.006)
+
+
+def test_single_class_gives_nan():
+    m = evaluate([1, 1, 1], [0.2, 0.5, 0.9])
+    for key in ("roc_auc", "balanced_accuracy", "sens_at_spec_90", "pauc_above_80_tpr"):
+        assert math.isnan(m[key])
+    assert m["n_pos"] == 3 and not math.isnan(m["ece"])
+    with pytest.raises(ValueError, match="0/1"):
+        evaluate([0, 2], [0.1, 0.2])
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, (5000, 2))
+    probs = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    labels = (rng.random(5000) < probs[:, 1]).astype(int)
+    # The model is over-confident by a factor of 3: fitting should find T close to 3.
+    assert fit_temperature(true_logits * 3, labels) == pytest.approx(3.0, rel=0.1)
+    margin = (true_logits[:, 1] - true_logits[:, 0]) * 3
+    assert fit_temperature(margin, labels) == pytest.approx(3.0, rel=0.1)
+    assert fit_temperature(true_logits, np.ones(5000)) == 1.0

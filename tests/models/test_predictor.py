@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models import Predictor, build_model, resolve_device, set_threads, to_batch, to_tensor
+
+from .conftest import lesion_image
+
+
+def test_to_tensor_shape_and_normalisation(photo):
+    t = to_tensor(photo.resize((90, 60)), size=32)
+    assert t.shape == (3, 32, 32) and t.dtype == torch.float32
+    white = to_tensor(photo.point(lambda _: 255), size=8)
+    torch.testing.assert_close(white[0], torch.full((8, 8), (1 - 0.485) / 0.229))
+    assert to_batch([photo, photo], size=16).shape == (2, 3, 16, 16)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_set_threads_is_idempotent():
+    n = torch.get_num_threads()
+    assert set_threads(n) == n and set_threads(n) == n
+    assert torch.get_num_threads() == n
+
+
+def test_predict_probabilities_batches_and_temperature(rng):
+    torch.manual_seed(0)
+    model = build_model("resnet10_multimodal")
+    images = [lesion_image(rng, size=70) for _ in range(5)]
+    meta = [{"age": 50, "sex": "male", "site": "back"}] * 5
+    card = {"image_size": 64}
+    probs = Predictor(model, card, device="cpu", batch_size=2).predict(images, meta)
+    assert probs.shape == (5,) and np.all((probs > 0) & (probs < 1))
+    whole = Predictor(model, card, device="cpu", batch_size=8).predict(images, meta)
+    np.testing.assert_allclose(probs, whole, rtol=1e-4, atol=1e-5)
+    hot = Predictor(model, {**card, "temperature": 100.0}, device="cpu").predict(images, meta)
+    assert np.all(np.abs(hot - 0.5) <= np.abs(probs - 0.5) + 1e-6)
+    assert Predictor(model, card, device="cpu").predict(images).shape == (5,)
+    assert Predictor(model, card, device="cpu").predict([]).shape == (0,)
+    with pytest.raises(ValueError, match="metadata has 2 rows"):
+        Predictor(model, card, device="cpu").predict(images, meta[:2])
