@@ -20,7 +20,11 @@ _SITES = ("anterior torso", "posterior torso", "lower extremity", "upper extremi
 
 
 def make_lesion_image(
-    rng: np.random.Generator, *, malignant: bool, style: str = "dermoscopic", size: tuple[int, int] = (256, 192)
+    rng: np.random.Generator,
+    *,
+    malignant: bool,
+    style: str = "dermoscopic",
+    size: tuple[int, int] = (256, 192),
 ) -> Image.Image:
     """One RGB image; ``style`` is ``dermoscopic`` or ``phone``."""
     if style not in ("dermoscopic", "phone"):
@@ -34,7 +38,9 @@ def make_lesion_image(
     scale = min(w, h) * (0.32 if style == "dermoscopic" else 0.12)
     radius = scale * (1.25 if malignant else 0.8) * rng.uniform(0.85, 1.15)
     angle = np.arctan2(yy - cy, xx - cx)
-    wobble = 1 + (0.25 if malignant else 0.04) * np.sin(angle * rng.integers(3, 7) + rng.uniform(0, 6))
+    wobble = 1 + (0.25 if malignant else 0.04) * np.sin(
+        angle * rng.integers(3, 7) + rng.uniform(0, 6)
+    )
     dist = np.hypot(xx - cx, yy - cy) / (radius * wobble)
     mask = np.clip(1.2 - dist, 0, 1)[..., None] ** 0.5
     if malignant:
@@ -77,7 +83,9 @@ def write_isic_sample(
         malignant = bool(rng.random() < 0.4)
         phone = bool(rng.random() < phone_fraction)
         isic_id = f"ISIC_{9000000 + i:07d}"
-        image = make_lesion_image(rng, malignant=malignant, style="phone" if phone else "dermoscopic")
+        image = make_lesion_image(
+            rng, malignant=malignant, style="phone" if phone else "dermoscopic"
+        )
         (folder / f"{isic_id}.jpg").write_bytes(jpeg_bytes(image))
         rows.append(
             {
@@ -85,7 +93,9 @@ def write_isic_sample(
                 "attribution": "birthmark synthetic sample",
                 "copyright_license": "CC-0",
                 "age_approx": int(rng.integers(4, 17) * 5) if rng.random() > 0.1 else "",
-                "anatom_site_general": _SITES[int(rng.integers(len(_SITES)))] if rng.random() > 0.1 else "",
+                "anatom_site_general": _SITES[int(rng.integers(len(_SITES)))]
+                if rng.random() > 0.1
+                else "",
                 "diagnosis_1": "Malignant" if malignant else "Benign",
                 "diagnosis_3": "Melanoma Invasive" if malignant else "Nevus",
                 "image_type": "clinical: close-up" if phone else "dermoscopic",

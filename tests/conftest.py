@@ -38,7 +38,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class RedisServer:
     """A real redis-server process on a free loopback port."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = False, password: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, appendonly: bool = False, password: str | None = None
+    ) -> None:
         from workers.embedded import redis_server_binary
 
         self.workdir = workdir
@@ -143,8 +145,14 @@ class Worker:
                 "-n", name, "--pool", self.pool, "--concurrency", "1", "--loglevel", "INFO",
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
         self.fh = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, env=self.env, cwd=REPO, stdout=self.fh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            env=self.env,
+            cwd=REPO,
+            stdout=self.fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -44,7 +44,10 @@ class _Config:
         s = get_settings()
         return {
             "score-watch-uploads": {"task": "score.watch", "schedule": s.watch_interval_s},
-            "curation-daily-pull": {"task": "curation.scheduled", "schedule": _crontab(s.curation_cron)},
+            "curation-daily-pull": {
+                "task": "curation.scheduled",
+                "schedule": _crontab(s.curation_cron),
+            },
             "train-weekly": {"task": "train.scheduled", "schedule": _crontab(s.train_cron)},
             "train-on-growth": {"task": "train.check_growth", "schedule": 3600.0},
         }

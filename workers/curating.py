@@ -16,7 +16,13 @@ import models
 from workers.pulls import list_pulls, read_pull_images
 from workers.store import ObjectMissing, Store
 
-__all__ = ["image_features", "load_decisions", "publish_version", "read_version_summary", "list_versions"]
+__all__ = [
+    "image_features",
+    "load_decisions",
+    "publish_version",
+    "read_version_summary",
+    "list_versions",
+]
 
 LATEST_KEY = "curated/LATEST"
 
@@ -26,7 +32,11 @@ def _clean(v: Any) -> Any:
 
 
 def image_features(
-    store: Store, row: dict[str, Any], *, thresholds: curation.PhoneThresholds | None, max_pixels: int
+    store: Store,
+    row: dict[str, Any],
+    *,
+    thresholds: curation.PhoneThresholds | None,
+    max_pixels: int,
 ) -> dict[str, Any]:
     """Phone-likeness, perceptual hash and readability of one stored image."""
     key = _clean(row.get("key"))
@@ -64,9 +74,13 @@ def gather_images(store: Store, pull_ids: list[str] | None) -> pd.DataFrame:
     chosen = pulls if not pull_ids else [p for p in pulls if p in pull_ids]
     unknown = set(pull_ids or ()) - set(pulls)
     if unknown:
-        raise ValueError(f"unknown or incomplete pulls: {sorted(unknown)}; see `birthmark curate pulls`")
+        raise ValueError(
+            f"unknown or incomplete pulls: {sorted(unknown)}; see `birthmark curate pulls`"
+        )
     if not chosen:
-        raise ValueError("no complete pulls in the store; run `birthmark curate pull` or `curate import`")
+        raise ValueError(
+            "no complete pulls in the store; run `birthmark curate pull` or `curate import`"
+        )
     frames = [read_pull_images(store, p) for p in chosen]
     df = pd.concat(frames, ignore_index=True)
     # The same ISIC image in two pulls is one image: keep its first appearance.
@@ -133,7 +147,9 @@ def read_version_summary(store: Store, version: str) -> dict[str, Any]:
     try:
         return json.loads(store.get(f"curated/{version}/summary.json"))
     except ObjectMissing:
-        raise ValueError(f"unknown curated version {version!r}; see `birthmark curate versions`") from None
+        raise ValueError(
+            f"unknown curated version {version!r}; see `birthmark curate versions`"
+        ) from None
 
 
 def list_versions(store: Store) -> list[dict[str, Any]]:

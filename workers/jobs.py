@@ -115,7 +115,9 @@ def list_jobs(r: redis.Redis, *, limit: int = 20, kind: str | None = None) -> li
 def complete_batch(r: redis.Redis, job_id: str, batch: int, *, rows: int, errors: int) -> int:
     """Record batch ``batch`` as written, once; returns how many batches are complete."""
     script = r.register_script(_COMPLETE_BATCH)
-    return int(script(keys=[_PREFIX + job_id, f"{_PREFIX}{job_id}:batches"], args=[batch, rows, errors]))
+    return int(
+        script(keys=[_PREFIX + job_id, f"{_PREFIX}{job_id}:batches"], args=[batch, rows, errors])
+    )
 
 
 def acquire_lock(r: redis.Redis, name: str, owner: str, *, ttl_s: int) -> bool:

@@ -30,7 +30,18 @@ __all__ = [
 ]
 
 RAW_PREFIX = "raw/isic/"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".gif", ".bmp"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".heic",
+    ".heif",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".bmp",
+}
 
 
 def list_pulls(store: Store) -> list[dict[str, Any]]:
@@ -44,7 +55,9 @@ def list_pulls(store: Store) -> list[dict[str, Any]]:
 
 
 def read_pull_images(store: Store, pull_id: str) -> pd.DataFrame:
-    return pd.read_csv(io.BytesIO(store.get(f"{RAW_PREFIX}{pull_id}/images.csv")), dtype={"isic_id": str})
+    return pd.read_csv(
+        io.BytesIO(store.get(f"{RAW_PREFIX}{pull_id}/images.csv")), dtype={"isic_id": str}
+    )
 
 
 def stored_image_keys(store: Store) -> dict[str, str]:
@@ -95,7 +108,11 @@ def store_isic_download(
     table["key"] = keys
     table["pull_id"] = pull_id
     out = Path(download.outdir)
-    for extra in ["metadata.csv", "attribution.txt", *(p.relative_to(out).as_posix() for p in out.glob("licenses/*"))]:
+    for extra in [
+        "metadata.csv",
+        "attribution.txt",
+        *(p.relative_to(out).as_posix() for p in out.glob("licenses/*")),
+    ]:
         if (out / extra).is_file():
             store.put(f"{RAW_PREFIX}{pull_id}/{extra}", (out / extra).read_bytes())
     return _write_table_and_record(
@@ -165,7 +182,9 @@ def import_folder(
     table = curation.plan_import(folder, table)
     digest = hashlib.sha256(manifest.read_bytes())
     for p in table["path"]:
-        digest.update(f"{p}:{Path(p).stat().st_size if isinstance(p, str) and Path(p).exists() else -1}".encode())
+        digest.update(
+            f"{p}:{Path(p).stat().st_size if isinstance(p, str) and Path(p).exists() else -1}".encode()
+        )
     pull_id = f"import-{digest.hexdigest()[:12]}"
     if store.exists(f"{RAW_PREFIX}{pull_id}/pull.json"):
         return json.loads(store.get(f"{RAW_PREFIX}{pull_id}/pull.json")), False

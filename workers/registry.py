@@ -24,7 +24,9 @@ CHAMPION_KEY = "models/CHAMPION"
 HISTORY_KEY = "models/history.jsonl"
 
 
-def publish_model(store: Store, weights: bytes, card: dict[str, Any], *, report_html: str | None = None) -> str:
+def publish_model(
+    store: Store, weights: bytes, card: dict[str, Any], *, report_html: str | None = None
+) -> str:
     """Write a model's artifacts (weights first, card last) and return its id."""
     model_id = card.get("model_id") or f"m-{card['sha256'][:12]}"
     card = {**card, "model_id": model_id}

@@ -51,7 +51,9 @@ class ScoringModel:
     threshold: float
 
 
-def load_scoring_model(store: Store, model_id: str, *, device: str, threshold: float) -> ScoringModel:
+def load_scoring_model(
+    store: Store, model_id: str, *, device: str, threshold: float
+) -> ScoringModel:
     from workers import registry
 
     card = registry.read_card(store, model_id)
@@ -82,7 +84,9 @@ def _fetch_and_decode(
     store: Store, item: Item, *, allowed_prefixes: Sequence[str], max_bytes: int, max_pixels: int
 ) -> _Fetched:
     if item.duplicate_of is not None:
-        return _Fetched(item, row=_error(item, "duplicate_input", f"same key as {item.duplicate_of}"))
+        return _Fetched(
+            item, row=_error(item, "duplicate_input", f"same key as {item.duplicate_of}")
+        )
     try:
         validate_key(item.key)
     except InvalidKey as err:
@@ -90,12 +94,16 @@ def _fetch_and_decode(
     if allowed_prefixes and not any(item.key.startswith(p) for p in allowed_prefixes):
         return _Fetched(
             item,
-            row=_error(item, "forbidden_key", f"outside the readable prefixes {list(allowed_prefixes)}"),
+            row=_error(
+                item, "forbidden_key", f"outside the readable prefixes {list(allowed_prefixes)}"
+            ),
         )
     try:
         data = store.get(item.key, max_bytes=max_bytes)
     except ObjectMissing:
-        return _Fetched(item, row=_error(item, "missing", "object not found (deleted or never uploaded)"))
+        return _Fetched(
+            item, row=_error(item, "missing", "object not found (deleted or never uploaded)")
+        )
     except ObjectTooLarge as err:
         return _Fetched(item, row=_error(item, "too_large", str(err)))
     try:
@@ -125,7 +133,10 @@ def score_batch(
         if not pending:
             return
         if scoring is None:
-            rows.extend(_error(f.item, "no_model", "no champion model; run `birthmark train`") for f in pending)
+            rows.extend(
+                _error(f.item, "no_model", "no champion model; run `birthmark train`")
+                for f in pending
+            )
         else:
             probs = scoring.predictor.predict(
                 [f.image for f in pending], [dict(f.item.metadata or {}) for f in pending]
@@ -149,8 +160,12 @@ def score_batch(
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch") as pool:
         futures = [
             pool.submit(
-                _fetch_and_decode, store, it,
-                allowed_prefixes=allowed_prefixes, max_bytes=max_bytes, max_pixels=max_pixels,
+                _fetch_and_decode,
+                store,
+                it,
+                allowed_prefixes=allowed_prefixes,
+                max_bytes=max_bytes,
+                max_pixels=max_pixels,
             )  # fmt: skip
             for it in items
         ]
@@ -165,4 +180,3 @@ def score_batch(
                     flush()
         flush()
     return rows
-

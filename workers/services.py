@@ -23,7 +23,9 @@ class Service:
     args: tuple[str, ...]
 
 
-def worker_command(queue: str, *, concurrency: int | None = None, pool: str | None = None) -> list[str]:
+def worker_command(
+    queue: str, *, concurrency: int | None = None, pool: str | None = None
+) -> list[str]:
     """The celery worker command line for one queue (solo pool for model queues)."""
     if queue not in ("score", "train", "curation"):
         raise ValueError(f"unknown queue {queue!r}; expected score, train or curation")
@@ -59,7 +61,9 @@ def _running(home: Path, name: str) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def services_up(settings: Settings, *, beat: bool = True, redis_url: str | None = None) -> dict[str, int]:
+def services_up(
+    settings: Settings, *, beat: bool = True, redis_url: str | None = None
+) -> dict[str, int]:
     """Start redis (if embedded) and every service that is not already running; returns PIDs."""
     home = settings.home
     (home / "run").mkdir(parents=True, exist_ok=True)
@@ -91,7 +95,9 @@ def _absolute_store(uri: str) -> str:
     return uri if uri.startswith("s3://") else str(Path(uri).expanduser().resolve())
 
 
-def services_down(settings: Settings, *, keep_redis: bool = False, timeout_s: float = 15.0) -> list[str]:
+def services_down(
+    settings: Settings, *, keep_redis: bool = False, timeout_s: float = 15.0
+) -> list[str]:
     """Stop every tracked service by PID (TERM, then KILL after ``timeout_s``)."""
     home = settings.home
     stopped = []

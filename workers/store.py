@@ -149,9 +149,7 @@ class LocalStore:
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Lexicographic order by key, like S3.
         base = self.root
-        paths = sorted(
-            p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
-        )
+        paths = sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
         for p in paths:
             key = p.relative_to(base).as_posix()
             if key.startswith(prefix):
@@ -273,7 +271,7 @@ class S3Store:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for obj in page.get("Contents", []):
                     yield ObjectInfo(
-                        obj["Key"][len(self.prefix):],
+                        obj["Key"][len(self.prefix) :],
                         obj["Size"],
                         obj["LastModified"].timestamp(),
                         obj.get("ETag"),

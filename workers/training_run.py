@@ -70,7 +70,10 @@ def evaluate_model(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics on ``df`` overall and on its phone-like subset; returns (metrics, probabilities)."""
     if df.empty:
-        return {"overall": models.evaluate([], []), "phone_like": models.evaluate([], [])}, np.array([])
+        return {
+            "overall": models.evaluate([], []),
+            "phone_like": models.evaluate([], []),
+        }, np.array([])
     images = [cache.load(k) for k in df["key"]]
     meta = [_metadata(r) for r in df.to_dict("records")]
     prob = predictor.predict(images, meta)
@@ -113,7 +116,9 @@ def run_training(
             f"curated version {version} has {len(splits['train'])} train and {len(splits['val'])} "
             "val rows with labels; need both"
         )
-    cache = models.DecodedImageCache(cache_dir, partial(store.get), size=max(config.image_size * 2, 128))
+    cache = models.DecodedImageCache(
+        cache_dir, partial(store.get), size=max(config.image_size * 2, 128)
+    )
     resume_key = f"models/runs/{run_id}/resume.bin"
     resume = store.get(resume_key) if store.exists(resume_key) else None
     if resume is not None:
@@ -128,7 +133,9 @@ def run_training(
                     "epoch": state.epoch,
                     "epochs": state.epochs,
                     "train_loss": round(float(state.train_loss), 5),
-                    "val_auc": None if math.isnan(state.val_auc) else round(float(state.val_auc), 4),
+                    "val_auc": None
+                    if math.isnan(state.val_auc)
+                    else round(float(state.val_auc), 4),
                     "images_per_second": round(float(state.images_per_second), 1),
                     "eta_s": round(state.seconds * remaining, 1),
                 }
@@ -201,4 +208,9 @@ def decide_promotion(
         promoted = False
     if promoted:
         registry.promote(store, model_id, reason=reason)
-    return {"promoted": promoted, "reason": reason, "champion_before": champion, "champion_metric": old}
+    return {
+        "promoted": promoted,
+        "reason": reason,
+        "champion_before": champion,
+        "champion_metric": old,
+    }

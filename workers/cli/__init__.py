@@ -45,7 +45,9 @@ def main() -> None:
         err_console.print(f"[red]error:[/] {err}")
         sys.exit(1)
     except (StoreUnavailable, redis.ConnectionError, redis.TimeoutError) as err:
-        err_console.print(f"[red]service unavailable:[/] {err}. Is `birthmark services up` running?")
+        err_console.print(
+            f"[red]service unavailable:[/] {err}. Is `birthmark services up` running?"
+        )
         sys.exit(1)
     except TimeoutError as err:
         err_console.print(f"[red]timed out:[/] {err}")

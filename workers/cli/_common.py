@@ -33,7 +33,9 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table
     return t
 
 
-def wait_for_job(job_id: str, *, quiet: bool = False, poll_s: float = 0.2, timeout_s: float | None = None) -> dict:
+def wait_for_job(
+    job_id: str, *, quiet: bool = False, poll_s: float = 0.2, timeout_s: float | None = None
+) -> dict:
     """Poll the job record until it ends; a rich progress bar on stderr unless ``quiet``."""
     r = redis_client()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -25,7 +25,7 @@ def _collections(value: str | None) -> str | None:
 
 @app.command()
 def pull(
-    search: str = typer.Option("", help='ISIC search, e.g. \'image_type:"clinical: close-up"\''),
+    search: str = typer.Option("", help="ISIC search, e.g. 'image_type:\"clinical: close-up\"'"),
     limit: int = typer.Option(100, min=1, help="At most this many images"),
     collections: str | None = typer.Option(None, callback=_collections, help="Collection ids"),
     wait: bool = typer.Option(False, "--wait"),
@@ -53,8 +53,13 @@ def _finish(job_id: str, wait: bool, as_json: bool) -> None:
     if as_json:
         print_json(job)
     elif job["status"] == "done":
-        console.print(table(job_id, ["field", "value"], [[k, v] for k, v in (job.get("result") or {}).items()
-                                                          if not isinstance(v, list)]))
+        console.print(
+            table(
+                job_id,
+                ["field", "value"],
+                [[k, v] for k, v in (job.get("result") or {}).items() if not isinstance(v, list)],
+            )
+        )
     if job["status"] != "done":
         err_console.print(f"[red]{job_id} {job['status']}[/]: {job.get('message', '')}")
         raise typer.Exit(1)
@@ -63,16 +68,27 @@ def _finish(job_id: str, wait: bool, as_json: bool) -> None:
 @app.command("import")
 def import_(
     folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder of images"),
-    manifest: Path | None = typer.Option(None, exists=True, dir_okay=False,
-                                         help="CSV (default FOLDER/manifest.csv): birthmark or isic-cli columns"),
+    manifest: Path | None = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="CSV (default FOLDER/manifest.csv): birthmark or isic-cli columns",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Bring a local labelled set into the store as a pull (idempotent)."""
-    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), console=err_console,
-                  disable=as_json) as progress:
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        disable=as_json,
+    ) as progress:
         task = progress.add_task("import", total=None)
         record, created = pulls.import_folder(
-            store(), folder, manifest=manifest,
+            store(),
+            folder,
+            manifest=manifest,
             on_image=lambda done, total: progress.update(task, completed=done, total=total),
         )
     if as_json:
@@ -91,7 +107,9 @@ def run(
     """Filter -> publish a new curated version (prints version, counts, review backlog)."""
     from workers.tasks.curation import run as run_task
 
-    job_id, _ = submit_task_job(run_task, kind="curate", params={"pulls": pull_ids or None}, job_id=_new("curate"))
+    job_id, _ = submit_task_job(
+        run_task, kind="curate", params={"pulls": pull_ids or None}, job_id=_new("curate")
+    )
     _finish(job_id, wait, as_json)
 
 
@@ -102,8 +120,15 @@ def pulls_(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print_json(found)
         return
-    rows = [[p["pull_id"], p["kind"], p.get("query", {}).get("search", p.get("source_folder", "")), p["counts"]]
-            for p in found]
+    rows = [
+        [
+            p["pull_id"],
+            p["kind"],
+            p.get("query", {}).get("search", p.get("source_folder", "")),
+            p["counts"],
+        ]
+        for p in found
+    ]
     console.print(table("pulls", ["pull", "kind", "query/source", "counts"], rows))
 
 
@@ -116,9 +141,22 @@ def versions(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print_json(found)
         return
-    rows = [["*" if v["version"] == latest else "", v["version"], v.get("parent"), v.get("total"),
-             v.get("verdicts"), v.get("review_backlog")] for v in found]
-    console.print(table("curated versions", ["", "version", "parent", "images", "verdicts", "to review"], rows))
+    rows = [
+        [
+            "*" if v["version"] == latest else "",
+            v["version"],
+            v.get("parent"),
+            v.get("total"),
+            v.get("verdicts"),
+            v.get("review_backlog"),
+        ]
+        for v in found
+    ]
+    console.print(
+        table(
+            "curated versions", ["", "version", "parent", "images", "verdicts", "to review"], rows
+        )
+    )
 
 
 @app.command()
@@ -133,5 +171,7 @@ def diff(v1: str, v2: str, as_json: bool = typer.Option(False, "--json")) -> Non
     if as_json:
         print_json(changes.to_dict("records"))
         return
-    console.print(table(f"{v1} -> {v2}", list(changes.columns), changes.astype(str).values.tolist()))
+    console.print(
+        table(f"{v1} -> {v2}", list(changes.columns), changes.astype(str).values.tolist())
+    )
     console.print(changes["change"].value_counts().to_dict() if len(changes) else "no differences")

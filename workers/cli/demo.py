@@ -49,7 +49,9 @@ def demo(
     started = time.monotonic()
     _step("1/6 services (embedded redis + workers)")
     pids = services.services_up(settings, beat=False, redis_url=redis_url())
-    console.print(f"redis {redact_url(redis_url())}; workers {', '.join(f'{k}={v}' for k, v in pids.items())}")
+    console.print(
+        f"redis {redact_url(redis_url())}; workers {', '.join(f'{k}={v}' for k, v in pids.items())}"
+    )
     st = store()
     console.print(f"store: {st.uri}")
 
@@ -57,7 +59,9 @@ def demo(
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = write_isic_sample(Path(tmp), n=images, seed=7)
         record, created = pulls.import_folder(st, Path(tmp), manifest=csv_path)
-    console.print(f"pull {record['pull_id']} ({'new' if created else 'already imported'}): {record['counts']}")
+    console.print(
+        f"pull {record['pull_id']} ({'new' if created else 'already imported'}): {record['counts']}"
+    )
 
     _step("3/6 curation: phone-likeness, dedupe, licences, grouped splits -> a curated version")
     from workers.tasks.curation import run as curate_task
@@ -66,7 +70,9 @@ def demo(
     job = wait_for_job(job_id)
     _require(job)
     summary = job["result"]
-    console.print(f"version {summary['version']}: {summary.get('verdicts')}, splits {summary.get('splits')}")
+    console.print(
+        f"version {summary['version']}: {summary.get('verdicts')}, splits {summary.get('splits')}"
+    )
 
     _step("4/6 training a small model (the champion when it is the first or better)")
     from workers.tasks.train import run as train_task
@@ -81,7 +87,8 @@ def demo(
     res = job["result"]
     console.print(
         f"model {res['model_id']}: test ROC AUC {res['metrics']['overall']['roc_auc']:.3f}; "
-        + ("promoted" if res["promoted"] else "challenger") + f" ({res['reason']})"
+        + ("promoted" if res["promoted"] else "challenger")
+        + f" ({res['reason']})"
     )
 
     _step(f"5/6 {uploads} uploads into the store (some broken)")
@@ -90,7 +97,9 @@ def demo(
     broken = broken_uploads()
     for i in range(uploads - len(broken)):
         style = "phone" if i % 2 else "dermoscopic"
-        img = make_lesion_image(rng, malignant=bool(rng.random() < 0.4), style=style, size=(1024, 768))
+        img = make_lesion_image(
+            rng, malignant=bool(rng.random() < 0.4), style=style, size=(1024, 768)
+        )
         st.put(f"{prefix}photo-{i:03d}.jpg", jpeg_bytes(img, quality=88))
     for name, data in broken.items():
         st.put(prefix + name, data)
@@ -101,7 +110,9 @@ def demo(
     job = wait_for_job(job_id)
     _require(job)
     show_summary(results.read_summary(st, job_id))
-    console.print(f"results: {st.uri.rstrip('/')}/results/{job_id}/  (`birthmark jobs results {job_id}`)")
+    console.print(
+        f"results: {st.uri.rstrip('/')}/results/{job_id}/  (`birthmark jobs results {job_id}`)"
+    )
     console.print(f"demo finished in {time.monotonic() - started:.0f} s")
     if not keep_services:
         services.services_down(settings)

@@ -38,8 +38,20 @@ def list_(
     if as_json:
         print_json(found)
         return
-    rows = [[j["id"], j["kind"], j["status"], f"{j['done']}/{j['total']}", j["errors"], _when(j["created_at"])] for j in found]
-    console.print(table("jobs", ["job", "kind", "status", "progress", "errors", "created (UTC)"], rows))
+    rows = [
+        [
+            j["id"],
+            j["kind"],
+            j["status"],
+            f"{j['done']}/{j['total']}",
+            j["errors"],
+            _when(j["created_at"]),
+        ]
+        for j in found
+    ]
+    console.print(
+        table("jobs", ["job", "kind", "status", "progress", "errors", "created (UTC)"], rows)
+    )
 
 
 @app.command()
@@ -71,7 +83,9 @@ def results_(
 ) -> None:
     """The result rows of a scoring job (one per input)."""
     _get(job_id)
-    rows = [r for r in results.read_rows(store(), job_id) if not errors_only or r["status"] == "error"]
+    rows = [
+        r for r in results.read_rows(store(), job_id) if not errors_only or r["status"] == "error"
+    ]
     if out:
         write_rows(out, rows)
         console.print(f"{len(rows)} rows written to {out}")
@@ -81,7 +95,11 @@ def results_(
         for r in rows:
             print(json.dumps(r, ensure_ascii=False))
     else:
-        console.print(table(f"results of {job_id}", ROW_FIELDS, [[r.get(k) for k in ROW_FIELDS] for r in rows]))
+        console.print(
+            table(
+                f"results of {job_id}", ROW_FIELDS, [[r.get(k) for k in ROW_FIELDS] for r in rows]
+            )
+        )
 
 
 @app.command()
@@ -91,9 +109,13 @@ def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
 
     job = _get(job_id)
     if job["kind"] not in ("score", "watch"):
-        raise typer.BadParameter(f"{job_id} is a {job['kind']} job; only scoring jobs resume by batch")
+        raise typer.BadParameter(
+            f"{job_id} is a {job['kind']} job; only scoring jobs resume by batch"
+        )
     st = store()
-    written = {int(o.key.rsplit("-", 1)[1].split(".")[0]) for o in st.list(f"results/{job_id}/part-")}
+    written = {
+        int(o.key.rsplit("-", 1)[1].split(".")[0]) for o in st.list(f"results/{job_id}/part-")
+    }
     r = redis_client()
     # Parts already in the store count as complete even if Redis lost the record of them.
     for index in written:

@@ -15,18 +15,28 @@ from workers import results
 from workers.cli._common import console, err_console, print_json, table, wait_for_job
 from workers.jobs import new_job_id
 from workers.runtime import store
-from workers.settings import get_settings
 from workers.store import S3Store, Store
 from workers.submit import submit_scoring
 
-ROW_FIELDS = ["key", "status", "probability", "label", "model_id", "quality", "error_kind", "message"]
+ROW_FIELDS = [
+    "key",
+    "status",
+    "probability",
+    "label",
+    "model_id",
+    "quality",
+    "error_kind",
+    "message",
+]
 
 
 def read_metadata_csv(path: Path) -> dict[str, dict[str, Any]]:
     """Rows keyed by file name (``file``, ``key``, ``image`` or ``isic_id`` column)."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        id_col = next((c for c in ("file", "key", "image", "isic_id") if c in (reader.fieldnames or [])), None)
+        id_col = next(
+            (c for c in ("file", "key", "image", "isic_id") if c in (reader.fieldnames or [])), None
+        )
         if id_col is None:
             raise typer.BadParameter(
                 f"{path} needs a column naming the image: file, key, image or isic_id "
@@ -51,17 +61,23 @@ def resolve_sources(
         path = Path(src)
         if src.startswith("s3://"):
             if not isinstance(st, S3Store):
-                raise typer.BadParameter(f"{src}: the store is a local folder; set BIRTHMARK_STORE=s3://...")
+                raise typer.BadParameter(
+                    f"{src}: the store is a local folder; set BIRTHMARK_STORE=s3://..."
+                )
             bucket, _, key = src[5:].partition("/")
             if bucket != st.bucket or not key.startswith(st.prefix):
                 raise typer.BadParameter(f"{src} is outside the configured store {st.uri}")
-            rel = key[len(st.prefix):]
+            rel = key[len(st.prefix) :]
             if rel.endswith("/") or not st.exists(rel):
                 prefixes.append({"prefix": rel, "display": src[: len(src) - len(rel)] + rel})
             else:
                 items.append({"key": rel, "source": src})
         elif path.is_dir():
-            local += [(p, str(p)) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+            local += [
+                (p, str(p))
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and not p.name.startswith(".")
+            ]
         elif path.is_file():
             local.append((path, str(path)))
         elif st.exists(src):
@@ -69,7 +85,9 @@ def resolve_sources(
         elif any(True for _ in st.list(src)):
             prefixes.append({"prefix": src, "display": src})
         else:
-            raise typer.BadParameter(f"{src!r} is not a file, folder, s3:// URI or store key/prefix")
+            raise typer.BadParameter(
+                f"{src!r} is not a file, folder, s3:// URI or store key/prefix"
+            )
     if local:
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("uploading", total=len(local))
@@ -105,18 +123,31 @@ def show_summary(summary: dict) -> None:
     rows += [[f"  error: {k}", v] for k, v in sorted(summary["errors_by_kind"].items())]
     rows += [[f"  label: {k}", v] for k, v in sorted(summary["labels"].items())]
     rows += [[f"  quality: {k}", v] for k, v in sorted(summary["quality"].items())]
-    rows += [["models", ", ".join(summary["model_ids"]) or "-"], ["seconds", summary.get("seconds")]]
+    rows += [
+        ["models", ", ".join(summary["model_ids"]) or "-"],
+        ["seconds", summary.get("seconds")],
+    ]
     console.print(table(f"job {summary['job_id']}", ["", "count"], rows))
 
 
 def score(
-    sources: list[str] = typer.Argument(None, help="s3://bucket/prefix, store prefix/key, folder or files"),
-    metadata: Path | None = typer.Option(None, exists=True, dir_okay=False, help="CSV of age, sex, site per file"),
+    sources: list[str] = typer.Argument(
+        None, help="s3://bucket/prefix, store prefix/key, folder or files"
+    ),
+    metadata: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="CSV of age, sex, site per file"
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait with a progress bar and print a summary"),
-    out: Path | None = typer.Option(None, help="Write rows to FILE (.jsonl or .csv); implies --wait"),
-    job_id: str | None = typer.Option(None, help="Job id to use; resubmitting it queues nothing new"),
+    out: Path | None = typer.Option(
+        None, help="Write rows to FILE (.jsonl or .csv); implies --wait"
+    ),
+    job_id: str | None = typer.Option(
+        None, help="Job id to use; resubmitting it queues nothing new"
+    ),
     idempotency_key: str | None = typer.Option(None, help="Same key twice => one job"),
-    watch: str | None = typer.Option(None, help="Score new objects under PREFIX every --interval seconds"),
+    watch: str | None = typer.Option(
+        None, help="Score new objects under PREFIX every --interval seconds"
+    ),
     interval: float = typer.Option(10.0, help="Seconds between --watch scans"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
@@ -136,7 +167,9 @@ def score(
     meta = read_metadata_csv(metadata) if metadata else {}
     job_id = job_id or new_job_id("score")
     items, prefixes = resolve_sources(st, list(sources), job_id, meta)
-    job_id, created = submit_scoring(items=items, prefixes=prefixes, job_id=job_id, idempotency_key=idempotency_key)
+    job_id, created = submit_scoring(
+        items=items, prefixes=prefixes, job_id=job_id, idempotency_key=idempotency_key
+    )
     if not (wait or out):
         if as_json:
             print_json({"job_id": job_id, "created": created})
@@ -154,4 +187,7 @@ def score(
         print_json(summary)
     else:
         show_summary(summary)
-        console.print(f"results: {st.uri.rstrip('/')}/results/{job_id}/" + (f"  rows written to {out}" if out else ""))
+        console.print(
+            f"results: {st.uri.rstrip('/')}/results/{job_id}/"
+            + (f"  rows written to {out}" if out else "")
+        )

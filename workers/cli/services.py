@@ -11,7 +11,9 @@ from workers.cli._common import console, table
 from workers.runtime import redact_url, redis_url
 from workers.settings import get_settings
 
-app = typer.Typer(help="Embedded redis + workers + beat as background processes.", no_args_is_help=True)
+app = typer.Typer(
+    help="Embedded redis + workers + beat as background processes.", no_args_is_help=True
+)
 
 
 @app.command()

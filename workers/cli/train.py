@@ -26,10 +26,18 @@ def train(
 
         if arch not in models.ARCHS:
             raise typer.BadParameter(f"--arch {arch!r}: choose one of {', '.join(models.ARCHS)}")
-    params = {"data": data, "epochs": epochs, "arch": arch, "image_size": image_size, "trigger": "cli"}
+    params = {
+        "data": data,
+        "epochs": epochs,
+        "arch": arch,
+        "image_size": image_size,
+        "trigger": "cli",
+    }
     job_id, _ = submit_task_job(run, kind="train", params=params)
     if not wait:
-        print_json({"job_id": job_id}) if as_json else console.print(f"queued training run [bold]{job_id}[/]")
+        print_json({"job_id": job_id}) if as_json else console.print(
+            f"queued training run [bold]{job_id}[/]"
+        )
         return
     job = wait_for_job(job_id, quiet=as_json)
     if as_json:
@@ -37,8 +45,10 @@ def train(
     elif job["status"] == "done":
         res = job["result"]
         m = res["metrics"]
-        console.print(f"model [bold]{res['model_id']}[/] on {res['data_version']}: "
-                      f"test AUC {m['overall']['roc_auc']:.3f}, phone-like AUC {m['phone_like']['roc_auc']:.3f}")
+        console.print(
+            f"model [bold]{res['model_id']}[/] on {res['data_version']}: "
+            f"test AUC {m['overall']['roc_auc']:.3f}, phone-like AUC {m['phone_like']['roc_auc']:.3f}"
+        )
         console.print(("promoted: " if res["promoted"] else "challenger: ") + res["reason"])
     else:
         err_console.print(f"[red]{job_id} {job['status']}[/]: {job.get('message', '')}")
@@ -46,7 +56,9 @@ def train(
         raise typer.Exit(1)
 
 
-models_app = typer.Typer(help="The model registry: list, show, promote, rollback.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: list, show, promote, rollback.", no_args_is_help=True
+)
 
 
 @models_app.command("list")
@@ -62,9 +74,21 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     for c in cards:
         m = (c.get("metrics") or {}).get("overall", {})
         p = (c.get("metrics") or {}).get("phone_like", {})
-        rows.append(["*" if c["model_id"] == champ else "", c["model_id"], c.get("arch"), c.get("data_version"),
-                     _f(m.get("roc_auc")), _f(p.get("roc_auc")), _f(m.get("ece")), c.get("created_at")])
-    console.print(table("models", ["", "model", "arch", "data", "AUC", "phone AUC", "ECE", "created"], rows))
+        rows.append(
+            [
+                "*" if c["model_id"] == champ else "",
+                c["model_id"],
+                c.get("arch"),
+                c.get("data_version"),
+                _f(m.get("roc_auc")),
+                _f(p.get("roc_auc")),
+                _f(m.get("ece")),
+                c.get("created_at"),
+            ]
+        )
+    console.print(
+        table("models", ["", "model", "arch", "data", "AUC", "phone AUC", "ECE", "created"], rows)
+    )
 
 
 def _f(v) -> str:
@@ -82,7 +106,9 @@ def show(model_id: str = typer.Argument(None, help="Default: the champion")) -> 
 
 
 @models_app.command()
-def promote(model_id: str, reason: str = typer.Option("manual promotion", help="Recorded in history")) -> None:
+def promote(
+    model_id: str, reason: str = typer.Option("manual promotion", help="Recorded in history")
+) -> None:
     """Make MODEL_ID the champion now."""
     registry.promote(store(), model_id, reason=reason, actor="cli")
     console.print(f"champion: [bold]{model_id}[/]")

@@ -19,7 +19,12 @@ from workers.submit import submit_task_job
 
 TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
 _settings = get_settings()
-_RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
+_RETRY = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 5,
+    "retry_backoff_max": 120,
+    "max_retries": 5,
+}
 
 
 def phone_thresholds(s: Settings) -> curation_lib.PhoneThresholds | None:
@@ -90,7 +95,11 @@ def scheduled() -> str:
     """Daily: pull the configured query, then publish a new version (a chain of two jobs)."""
     s = get_settings()
     slot = time.strftime("%Y%m%d%H%M", time.gmtime())
-    params = {"search": s.curation_query, "limit": s.curation_limit, "collections": s.curation_collections}
+    params = {
+        "search": s.curation_query,
+        "limit": s.curation_limit,
+        "collections": s.curation_collections,
+    }
     job_id, _ = submit_task_job(
         pull_then_publish, kind="curation-daily", params=params, idempotency_key=f"curation-{slot}"
     )
@@ -101,6 +110,8 @@ def scheduled() -> str:
 def pull_then_publish(job_id: str) -> dict[str, Any]:
     record = pull(job_id)
     r = redis_client()
-    publish_id, _ = jobs.create_job(r, kind="curate", params={"pulls": None}, job_id=f"{job_id}-publish")
+    publish_id, _ = jobs.create_job(
+        r, kind="curate", params={"pulls": None}, job_id=f"{job_id}-publish"
+    )
     summary = run(publish_id)
     return {"pull": record, "version": summary["version"]}

@@ -68,7 +68,7 @@ def plan(job_id: str) -> int:
         for p in request["prefixes"]:
             for obj in st.list(p["prefix"]):
                 display = p.get("display") or p["prefix"]
-                items.append(Item(obj.key, display + obj.key[len(p["prefix"]):]))
+                items.append(Item(obj.key, display + obj.key[len(p["prefix"]) :]))
         seen: dict[str, str] = {}
         planned = []
         for it in items:
@@ -81,7 +81,9 @@ def plan(job_id: str) -> int:
         batches = [planned[i : i + size] for i in range(0, len(planned), size)]
         st.put(plan_key, json.dumps(batches, ensure_ascii=False).encode())
     total = sum(len(b) for b in batches)
-    jobs.update_job(r, job_id, status="running", total=total, batches=len(batches), started_at=time.time())
+    jobs.update_job(
+        r, job_id, status="running", total=total, batches=len(batches), started_at=time.time()
+    )
     if not batches:
         finalize.delay(job_id)
         return 0
@@ -173,7 +175,11 @@ def _watch_once(st, r, prefix: str) -> str | None:
     fresh = [o for o in st.list(prefix) if o.last_modified >= cursor["last_modified"] - _GRACE_S]
     if not fresh:
         return None
-    unseen = [o for o, seen in zip(fresh, r.hmget(claims, [o.key for o in fresh]), strict=True) if not seen]
+    unseen = [
+        o
+        for o, seen in zip(fresh, r.hmget(claims, [o.key for o in fresh]), strict=True)
+        if not seen
+    ]
     job_id = jobs.new_job_id("watch")
     pipe = r.pipeline()
     for o in unseen:
@@ -183,7 +189,9 @@ def _watch_once(st, r, prefix: str) -> str | None:
     if mine:
         r.rpush(f"birthmark:watch:job:{job_id}", *[o.key for o in mine])
         r.sadd(pending, job_id)
-        submit_scoring(items=[{"key": o.key, "source": o.key} for o in mine], job_id=job_id, kind="watch")
+        submit_scoring(
+            items=[{"key": o.key, "source": o.key} for o in mine], job_id=job_id, kind="watch"
+        )
         r.srem(pending, job_id)
     st.put(cursor_key, json.dumps({"last_modified": max(newest, cursor["last_modified"])}).encode())
     return job_id if mine else None

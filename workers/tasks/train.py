@@ -57,7 +57,9 @@ def run(job_id: str) -> dict[str, Any]:
         raise ValueError(f"unknown job {job_id}")
     if not jobs.acquire_lock(r, LOCK, job_id, ttl_s=s.train_time_limit_s):
         holder = r.get(f"birthmark:lock:{LOCK}")
-        jobs.update_job(r, job_id, status="skipped", message=f"training run {holder} is in progress")
+        jobs.update_job(
+            r, job_id, status="skipped", message=f"training run {holder} is in progress"
+        )
         return {"skipped": True, "running": holder}
     try:
         jobs.update_job(r, job_id, status="running")
