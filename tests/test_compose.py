@@ -1,0 +1,55 @@
+"""docker-compose.yml: no engine runs here, so parse it and check it names real modules and queues."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import yaml
+
+from workers.app import QUEUES, app
+
+COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+EXPECTED = {"redis", "minio", "createbucket", "worker-score", "worker-train", "worker-curation", "beat", "flower"}
+
+
+def _services() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def test_every_required_service_is_defined():
+    assert EXPECTED <= set(_services())
+
+
+def test_celery_commands_name_the_real_app_and_queues():
+    seen_queues = set()
+    for name, svc in _services().items():
+        cmd = svc.get("command")
+        if not isinstance(cmd, list) or cmd[0] != "celery":
+            continue
+        module = cmd[cmd.index("-A") + 1]
+        assert getattr(importlib.import_module(module), "app") is app, name
+        if "worker" in cmd:
+            queue = cmd[cmd.index("-Q") + 1]
+            assert queue in QUEUES, f"{name} listens on unknown queue {queue}"
+            seen_queues.add(queue)
+            assert name == f"worker-{queue}"
+    assert seen_queues == set(QUEUES)
+
+
+def test_every_long_running_service_has_a_healthcheck_and_app_services_wait_for_redis():
+    for name, svc in _services().items():
+        if name in ("createbucket", "cli"):
+            continue
+        assert "healthcheck" in svc, f"{name} has no healthcheck"
+        if svc.get("build") == ".":
+            assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+            assert svc["environment"]["BIRTHMARK_REDIS_URL"].startswith("redis://redis:")
+
+
+def test_task_routes_cover_every_registered_task():
+    app.loader.import_default_modules()
+    ours = [t for t in app.tasks if t.split(".")[0] in QUEUES]
+    assert {"score.batch", "score.plan", "score.watch", "train.run", "curation.pull", "curation.run"} <= set(ours)
+    for task in ours:
+        assert app.amqp.router.route({}, task)["queue"].name == task.split(".")[0]
