@@ -6,8 +6,12 @@ Plain library: never imports workers, celery, redis or boto3.
 from __future__ import annotations
 
 from curation._columns import CANONICAL_COLUMNS
+from curation.dedupe import find_duplicates, perceptual_hash
 from curation.isic import IsicCliError, IsicDownload, download_images, isic_cli_version
+from curation.labelled import plan_import, read_labelled_manifest
+from curation.licences import flag_licences
 from curation.metadata import read_isic_metadata
+from curation.splits import assign_splits
 
 # Phone-likeness lives in curation/phone/ (other branch); the lead adds at merge:
 # from curation.phone import PhoneLikeness, PhoneThresholds, phone_likeness
@@ -16,7 +20,13 @@ __all__ = [
     "CANONICAL_COLUMNS",
     "IsicCliError",
     "IsicDownload",
+    "assign_splits",
     "download_images",
+    "find_duplicates",
+    "flag_licences",
     "isic_cli_version",
+    "perceptual_hash",
+    "plan_import",
     "read_isic_metadata",
+    "read_labelled_manifest",
 ]
