@@ -10,7 +10,17 @@ from curation.dedupe import find_duplicates, perceptual_hash
 from curation.isic import IsicCliError, IsicDownload, download_images, isic_cli_version
 from curation.labelled import plan_import, read_labelled_manifest
 from curation.licences import flag_licences
+from curation.manifest import (
+    MANIFEST_COLUMNS,
+    build_manifest,
+    diff_manifests,
+    manifest_from_parquet,
+    manifest_to_parquet,
+    manifest_version,
+    summarize_manifest,
+)
 from curation.metadata import read_isic_metadata
+from curation.reviews import Decision, ReviewSession, apply_reviews, review_queue
 from curation.splits import assign_splits
 
 # Phone-likeness lives in curation/phone/ (other branch); the lead adds at merge:
@@ -18,6 +28,17 @@ from curation.splits import assign_splits
 
 __all__ = [
     "CANONICAL_COLUMNS",
+    "MANIFEST_COLUMNS",
+    "Decision",
+    "ReviewSession",
+    "apply_reviews",
+    "build_manifest",
+    "diff_manifests",
+    "manifest_from_parquet",
+    "manifest_to_parquet",
+    "manifest_version",
+    "review_queue",
+    "summarize_manifest",
     "IsicCliError",
     "IsicDownload",
     "assign_splits",
