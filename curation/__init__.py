@@ -6,6 +6,7 @@ Plain library: never imports workers, celery, redis or boto3.
 from __future__ import annotations
 
 from curation._columns import CANONICAL_COLUMNS
+from curation.contact_sheet import render_contact_sheet
 from curation.dedupe import find_duplicates, perceptual_hash
 from curation.isic import IsicCliError, IsicDownload, download_images, isic_cli_version
 from curation.labelled import plan_import, read_labelled_manifest
@@ -22,6 +23,7 @@ from curation.manifest import (
 from curation.metadata import read_isic_metadata
 from curation.reviews import Decision, ReviewSession, apply_reviews, review_queue
 from curation.splits import assign_splits
+from curation.terminal import render_halfblocks
 
 # Phone-likeness lives in curation/phone/ (other branch); the lead adds at merge:
 # from curation.phone import PhoneLikeness, PhoneThresholds, phone_likeness
@@ -50,4 +52,6 @@ __all__ = [
     "plan_import",
     "read_isic_metadata",
     "read_labelled_manifest",
+    "render_contact_sheet",
+    "render_halfblocks",
 ]
