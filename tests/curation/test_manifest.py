@@ -130,3 +130,24 @@ def test_build_manifest_from_bare_canonical_table():
     assert m["verdict"].tolist() == ["needs_review", "needs_review"]
     assert m["included"].tolist() == [True, False]
     assert not m["is_duplicate"].any()
+
+
+def test_manifest_from_real_labelled_folder(shared_data):
+    from curation import perceptual_hash, plan_import, read_labelled_manifest
+
+    labelled = read_labelled_manifest(shared_data / "manifest.csv")
+    subset = pd.concat(
+        [
+            labelled[labelled["kind"] == "phone"].head(15),
+            labelled[labelled["kind"] != "phone"].head(15),
+        ]
+    )
+    plan = plan_import(shared_data, subset)
+    plan["phash"] = [perceptual_hash(p) for p in plan["path"]]
+    m = build_manifest(plan.assign(pull_id="import-1"))
+    assert len(m) == 30 and m["readable"].all()
+    assert m["included"].sum() == 30 - m["is_duplicate"].sum()
+    assert set(m.loc[m["kind"] == "dermoscopic", "image_type"]) == {"dermoscopic"}
+    # patients of PAD-UFES-20 and lesions of HAM10000 stay within one split
+    for column in ("patient_id", "lesion_id"):
+        assert (m.dropna(subset=[column]).groupby(column)["split"].nunique() <= 1).all()
