@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from curation import CANONICAL_COLUMNS, plan_import, read_labelled_manifest
+
+MANIFEST = """\
+file,kind,source,image_id,diagnosis,malignant,age,sex,site,patient_id,lesion_id
+phone/a.jpg,phone,PAD-UFES-20,PAT_1_2_3,BCC,1,63,MALE,face,PAT_1,PAT_1_2
+dermoscopic/b.jpg,dermoscopic,HAM10000,ISIC_0000001,nv,0,45.0,female,back,,HAM_1
+phone/c.jpg,phone,PAD-UFES-20,PAT_2_3_4,NEV,,,unknown,,PAT_2,
+"""
+
+
+def _write_images(folder, names, *, size=(32, 24)):
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (200, 150, 120)).save(path, format="JPEG")
+
+
+def test_read_labelled_manifest_maps_columns(tmp_path):
+    (tmp_path / "manifest.csv").write_text(MANIFEST)
+    df = read_labelled_manifest(tmp_path / "manifest.csv")
+
+    assert list(df.columns) == [*CANONICAL_COLUMNS, "file", "kind"]
+    a, b, c = (df.iloc[i] for i in range(3))
+    assert a["isic_id"] == "PAT_1_2_3" and a["file"] == "phone/a.jpg"
+    assert a["sex"] == "male" and a["age_approx"] == 63.0 and a["malignant"] == 1.0
+    assert a["image_type"] == "clinical: close-up" and a["kind"] == "phone"
+    assert a["anatom_site_general"] == "face" and a["source"] == "PAD-UFES-20"
+    assert (
+        b["image_type"] == "dermoscopic" and b["patient_id"] is None and b["lesion_id"] == "HAM_1"
+    )
+    assert b["malignant"] == 0.0 and b["diagnosis"] == "nv"
+    assert math.isnan(c["malignant"]) and math.isnan(c["age_approx"])
+    assert c["sex"] is None and c["anatom_site_general"] is None
+
+
+def test_read_labelled_manifest_names_missing_columns(tmp_path):
+    (tmp_path / "m.csv").write_text("file,diagnosis\na.jpg,nv\n")
+    with pytest.raises(ValueError, match="image_id, malignant; found columns: file, diagnosis"):
+        read_labelled_manifest(tmp_path / "m.csv")
+
+
+def test_read_labelled_manifest_without_kind_leaves_image_type_empty(tmp_path):
+    (tmp_path / "m.csv").write_text("file,image_id,malignant\na.jpg,A,1\n")
+    df = read_labelled_manifest(tmp_path / "m.csv")
+    assert df.loc[0, "image_type"] is None and df.loc[0, "kind"] is None
+
+
+def test_read_labelled_manifest_rejects_duplicate_ids(tmp_path):
+    (tmp_path / "m.csv").write_text("file,image_id,malignant\na.jpg,A,1\nb.jpg,A,0\n")
+    with pytest.raises(ValueError, match="repeated: \\['A'\\]"):
+        read_labelled_manifest(tmp_path / "m.csv")
+
+
+def test_isic_metadata_csv_is_accepted_as_manifest(tmp_path):
+    (tmp_path / "metadata.csv").write_text(
+        "isic_id,attribution,copyright_license,diagnosis_1,image_type\n"
+        "ISIC_0000001,A,CC-BY,Malignant,dermoscopic\n"
+        "ISIC_0000002,A,CC-0,Benign,clinical: close-up\n"
+    )
+    _write_images(tmp_path, ["ISIC_0000001.jpg"])
+    Image.new("RGB", (8, 8)).save(tmp_path / "ISIC_0000002.png")
+
+    df = read_labelled_manifest(tmp_path / "metadata.csv")
+
+    assert list(df["file"]) == ["ISIC_0000001.jpg", "ISIC_0000002.png"]
+    assert list(df["malignant"]) == [1.0, 0.0]
+    assert list(df["copyright_license"]) == ["CC-BY", "CC-0"]
+
+
+def test_plan_import_marks_missing_corrupt_and_escaping_files(tmp_path):
+    _write_images(tmp_path, ["ok.jpg"])
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    good = tmp_path / "ok.jpg"
+    (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    manifest = pd.DataFrame(
+        {
+            "isic_id": list("ABCDEF"),
+            "file": ["ok.jpg", "bad.jpg", "cut.jpg", "nope.jpg", "../x.jpg", None],
+        }
+    )
+
+    plan = plan_import(tmp_path, manifest)
+
+    assert list(plan["readable"]) == [True, False, False, False, False, False]
+    reasons = list(plan["unreadable_reason"])
+    assert reasons[0] is None
+    assert reasons[1] == "not an image"
+    assert reasons[2].startswith("corrupt image")
+    assert reasons[3] == "file not found"
+    assert "outside" in reasons[4] and plan["path"].iloc[4] is None
+    assert reasons[5] == "no file named in manifest"
+    assert plan["path"].iloc[0] == str(good.resolve())
+
+
+def test_real_shared_manifest(shared_data):
+    df = read_labelled_manifest(shared_data / "manifest.csv")
+    assert len(df) > 2000 and df["isic_id"].is_unique
+    assert set(df["kind"]) == {"phone", "dermoscopic"}
+    assert set(df["sex"].dropna()) == {"male", "female"}
+    assert df["malignant"].isin([0.0, 1.0]).all()
+    plan = plan_import(shared_data, df.head(20))
+    assert plan["readable"].all()

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from curation import assign_splits
+
+
+def _table(n: int, *, seed: int = 0) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        patient = f"P{i // 4}" if i % 3 == 0 else None  # some patients
+        lesion = f"L{i // 2}" if i % 3 != 2 else None  # some lesions, rest image-level
+        rows.append({"isic_id": f"ISIC_{seed}{i:07d}", "patient_id": patient, "lesion_id": lesion})
+    return pd.DataFrame(rows)
+
+
+def test_no_group_spans_two_splits():
+    df = _table(3000)
+    df["split"] = assign_splits(df)
+    for column in ("patient_id", "lesion_id"):
+        # lesion_id is the key only for rows without a patient_id
+        grouped = df[df["patient_id"].isna()] if column == "lesion_id" else df
+        per_group = grouped.dropna(subset=[column]).groupby(column)["split"].nunique()
+        assert (per_group == 1).all(), column
+
+
+def test_stable_across_runs_reordering_and_added_rows():
+    df = _table(500)
+    first = assign_splits(df)
+    shuffled = df.sample(frac=1.0, random_state=3)
+    assert assign_splits(shuffled).sort_index().equals(first)
+    bigger = pd.concat([df, _table(300, seed=1)], ignore_index=True)
+    assert assign_splits(bigger).iloc[: len(df)].tolist() == first.tolist()
+
+
+def test_fractions_roughly_respected():
+    df = pd.DataFrame({"isic_id": [f"ISIC_{i:07d}" for i in range(10_000)]})
+    counts = assign_splits(df).value_counts(normalize=True)
+    assert counts["train"] == pytest.approx(0.7, abs=0.02)
+    assert counts["val"] == pytest.approx(0.15, abs=0.02)
+    assert counts["test"] == pytest.approx(0.15, abs=0.02)
+    other = assign_splits(df, fractions=(0.5, 0.5, 0.0)).value_counts(normalize=True)
+    assert "test" not in other and other["train"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_salt_changes_assignment():
+    df = pd.DataFrame({"isic_id": [f"ISIC_{i:07d}" for i in range(200)]})
+    assert not assign_splits(df, salt="a").equals(assign_splits(df, salt="b"))
+
+
+@pytest.mark.parametrize("fractions", [(0.7, 0.2, 0.2), (0.5, 0.5), (-0.1, 0.6, 0.5)])
+def test_bad_fractions(fractions):
+    with pytest.raises(ValueError, match="fractions"):
+        assign_splits(pd.DataFrame({"isic_id": ["a"]}), fractions=fractions)
