@@ -29,8 +29,9 @@ app.command("train")(train_cmd.train)
 
 
 def _register_optional() -> None:
-    from workers.cli import demo
+    from workers.cli import demo, review
 
+    app.add_typer(review.app, name="review")
     app.command("demo")(demo.demo)
 
 

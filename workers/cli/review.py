@@ -1,0 +1,213 @@
+"""`birthmark review`: accept/reject borderline images fast, from any terminal."""
+
+from __future__ import annotations
+
+import getpass
+import io
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.columns import Columns
+from rich.panel import Panel
+
+import curation
+import models
+from workers.cli._common import console, print_json, table
+from workers.reviewing import known_ids, live_decision_for, load_queue, save_decision
+from workers.runtime import store
+
+app = typer.Typer(
+    help="Review borderline (needs_review) images. No sub-command: the interactive reviewer.",
+    invoke_without_command=True,
+)
+
+KEYS_HELP = "[a]ccept  [r]eject  [u]ndo  [s]kip  [o]pen  [q]uit"
+
+
+def _reviewer(value: str | None) -> str:
+    return value or os.environ.get("USER") or getpass.getuser()
+
+
+def _read_key() -> str:
+    """One keypress on a terminal; one line otherwise (scripts, tests)."""
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        return line.strip()[:1] if line else "q"
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        return sys.stdin.read(1)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def _open_in_viewer(data: bytes, name: str) -> None:
+    path = Path(tempfile.gettempdir()) / f"birthmark-review-{name}"
+    path.write_bytes(data)
+    opener = "open" if sys.platform == "darwin" else "xdg-open"
+    try:
+        subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except FileNotFoundError:
+        console.print(f"no system viewer ({opener}); the image is at {path}")
+
+
+def _show(item: dict, image_bytes: bytes | None, remaining: int, total: int) -> None:
+    console.clear()
+    if image_bytes is not None:
+        try:
+            img = models.decode_image(image_bytes, target=96).image
+            preview = curation.render_halfblocks(img, width=min(64, console.width // 2))
+        except models.ImageError as err:
+            preview = f"(cannot preview: {err})"
+    else:
+        preview = "(image missing)"
+    fields = [
+        ["image", item["isic_id"]],
+        ["phone score", f"{item.get('phone_score', float('nan')):.3f}"],
+        ["verdict", item.get("phone_verdict")],
+        ["diagnosis", item.get("diagnosis")],
+        ["image_type", item.get("image_type")],
+        ["age / sex / site", f"{item.get('age_approx')} / {item.get('sex')} / {item.get('anatom_site_general')}"],
+        ["licence", item.get("copyright_license")],
+        ["pull", item.get("pull_id")],
+    ]
+    reasons = "\n".join(f"- {r}" for r in str(item.get("phone_reasons") or "").split("; ") if r)
+    info = table(None, ["", ""], fields)
+    console.print(Columns([Panel(preview, title="preview"), info]))
+    console.print(Panel(reasons or "(no reasons)", title="why it is borderline"))
+    console.print(f"[bold]{remaining}[/] of {total} left   {KEYS_HELP}")
+
+
+@app.callback()
+def interactive(
+    ctx: typer.Context,
+    pull: str | None = typer.Option(None, help="Only images of this pull"),
+    min_score: float | None = typer.Option(None, min=0.0, max=1.0),
+    max_score: float | None = typer.Option(None, min=0.0, max=1.0),
+    diagnosis: str | None = typer.Option(None, help="Only this diagnosis (case-insensitive)"),
+    reviewer: str | None = typer.Option(None, help="Recorded with each decision (default: $USER)"),
+) -> None:
+    """Review needs_review images one by one; each decision is saved the moment it is made."""
+    if ctx.invoked_subcommand is not None:
+        return
+    st = store()
+    _, queue, _ = load_queue(st, pull=pull, min_score=min_score, max_score=max_score, diagnosis=diagnosis)
+    if queue.empty:
+        console.print("nothing to review")
+        return
+    session = curation.ReviewSession(queue, reviewer=_reviewer(reviewer))
+    counts = {"accept": 0, "reject": 0, "undo": 0}
+    while not session.done:
+        item = dict(session.current)
+        data = st.get(item["key"]) if isinstance(item.get("key"), str) and st.exists(item["key"]) else None
+        _show(item, data, session.remaining, session.total)
+        key = _read_key().lower()
+        if key == "o":
+            if data is not None:
+                _open_in_viewer(data, f"{item['isic_id']}.jpg")
+            continue
+        try:
+            decision = session.handle(key)
+        except ValueError:
+            continue  # unknown key: show the same image again
+        if decision is not None:
+            save_decision(st, decision)
+            counts[decision.decision] += 1
+    console.print(f"session over: {counts['accept']} accepted, {counts['reject']} rejected, "
+                  f"{counts['undo']} undone; {session.remaining} left. Run `birthmark curate run` to apply.")
+
+
+@app.command("list")
+def list_(
+    pull: str | None = typer.Option(None),
+    min_score: float | None = typer.Option(None),
+    max_score: float | None = typer.Option(None),
+    diagnosis: str | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Images waiting for review, most uncertain first."""
+    version, queue, _ = load_queue(store(), pull=pull, min_score=min_score, max_score=max_score, diagnosis=diagnosis)
+    cols = ["isic_id", "phone_score", "phone_verdict", "diagnosis", "pull_id", "phone_reasons"]
+    if as_json:
+        print_json(queue[[c for c in cols if c in queue]].to_dict("records"))
+        return
+    rows = queue[[c for c in cols if c in queue]].astype(str).values.tolist()
+    console.print(table(f"to review in {version}: {len(queue)}", cols, rows))
+
+
+def _decide(ids: list[str], decision: str, reason: str, reviewer: str | None) -> None:
+    st = store()
+    known = known_ids(st)
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise typer.BadParameter(f"not in the latest curated version: {', '.join(unknown)}")
+    for isic_id in ids:
+        save_decision(st, curation.Decision(isic_id=isic_id, decision=decision, reviewer=_reviewer(reviewer),
+                                            reason=reason))
+    console.print(f"{decision}ed {len(ids)} image(s); `birthmark curate run` applies them to a new version")
+
+
+@app.command()
+def accept(ids: list[str], reason: str = typer.Option(""), reviewer: str | None = typer.Option(None)) -> None:
+    """Accept images as phone-like (overrides the automatic verdict in the next version)."""
+    _decide(ids, "accept", reason, reviewer)
+
+
+@app.command()
+def reject(ids: list[str], reason: str = typer.Option(""), reviewer: str | None = typer.Option(None)) -> None:
+    """Reject images (not phone-like)."""
+    _decide(ids, "reject", reason, reviewer)
+
+
+@app.command()
+def undo(reviewer: str | None = typer.Option(None), reason: str = typer.Option("")) -> None:
+    """Take back your latest live decision."""
+    st = store()
+    from workers.curating import load_decisions
+
+    last = live_decision_for(load_decisions(st), _reviewer(reviewer))
+    if last is None:
+        console.print("no decision of yours to undo")
+        raise typer.Exit(1)
+    save_decision(st, curation.Decision(isic_id=last.isic_id, decision="undo", reviewer=_reviewer(reviewer),
+                                        reason=reason, undoes=last.decision_id))
+    console.print(f"undid {last.decision} of {last.isic_id}")
+
+
+@app.command()
+def sheet(
+    out: Path = typer.Option(..., help="HTML file to write"),
+    all_images: bool = typer.Option(False, "--all", help="Every image, not just the review queue"),
+    limit: int = typer.Option(500, min=1, help="At most this many thumbnails"),
+) -> None:
+    """An HTML contact sheet (thumbnails, scores, reasons, verdicts), filterable in the browser."""
+    from workers.training_run import load_manifest
+
+    st = store()
+    if all_images:
+        version, df = load_manifest(st)
+    else:
+        version, df, _ = load_queue(st)
+    df = df.head(limit)
+    thumbs = {}
+    for rec in df.to_dict("records"):
+        key = rec.get("key")
+        if isinstance(key, str) and st.exists(key):
+            try:
+                img = models.decode_image(st.get(key), target=128).image
+            except models.ImageError:
+                continue
+            img.thumbnail((160, 160))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=80)
+            thumbs[rec["isic_id"]] = buf.getvalue()
+    out.write_text(curation.render_contact_sheet(df, thumbs, title=f"birthmark {version}"), encoding="utf-8")
+    console.print(f"{len(df)} images -> {out}")
