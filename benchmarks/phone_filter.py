@@ -123,11 +123,15 @@ def synthetic_jpegs(n: int, size: tuple[int, int] = (1024, 768), seed: int = 0) 
     return blobs
 
 
-def throughput(blobs: list[bytes]) -> float:
-    start = time.perf_counter()
-    for blob in blobs:
-        phone_likeness(Image.open(io.BytesIO(blob)))
-    return len(blobs) / (time.perf_counter() - start)
+def throughput(blobs: list[bytes], *, repeats: int = 3) -> float:
+    """Best of ``repeats`` passes: the machine is shared, the best pass is the least disturbed."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for blob in blobs:
+            phone_likeness(Image.open(io.BytesIO(blob)))
+        best = min(best, time.perf_counter() - start)
+    return len(blobs) / best
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,9 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in FITTED_FEATURES:
         print(f"     {name:22s} {t.coefficients[name]:+.2f}")
 
+    print(f"\nload average before timing: {os.getloadavg()[0]:.2f} (shared machine)")
     blobs = synthetic_jpegs(args.speed_images)
     print(
-        f"\nthroughput, one core, generated 1024x768 JPEG (decode + score): "
+        f"throughput, one core, generated 1024x768 JPEG (decode + score): "
         f"{throughput(blobs):.0f} img/s"
     )
     real = [(data / f).read_bytes() for f in manifest["file"].iloc[:: max(1, len(manifest) // 500)]]

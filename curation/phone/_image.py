@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,7 @@ class WorkingImage:
     inner: np.ndarray  # bool [h, w]
     skin: np.ndarray  # bool [h, w]
     lesion: np.ndarray  # bool [h, w]
+    saturation: np.ndarray  # float32 [h, w], HSV saturation (max - min) / max
     original_size: tuple[int, int]
 
 
@@ -53,13 +55,23 @@ def prepare_image(image: Image.Image, *, size: int = 192) -> WorkingImage:
     new_size = (max(8, round(rgb_image.width * scale)), max(8, round(rgb_image.height * scale)))
     if new_size != rgb_image.size:
         rgb_image = rgb_image.resize(new_size, Image.Resampling.BILINEAR)
-    rgb = np.asarray(rgb_image, dtype=np.float32) / 255.0
-    luma = rgb @ _LUMA
-    h, w = luma.shape
+    rgb = np.asarray(rgb_image, dtype=np.float32) * np.float32(1 / 255)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    luma = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
+    # Explicit pairwise max/min: numpy reductions over a length-3 last axis are slow.
+    top = np.maximum(np.maximum(r, g), b)
+    saturation = (top - np.minimum(np.minimum(r, g), b)) / (top + np.float32(1e-3))
+    radius = _radius(*luma.shape)
+    inner = radius < 0.9
+    low, mid = np.quantile(luma[inner], [0.15, 0.5])
+    skin = inner & (luma >= mid)
+    lesion = inner & (luma <= low)
+    return WorkingImage(rgb, luma, radius, inner, skin, lesion, saturation, original_size)
+
+
+@lru_cache(maxsize=16)
+def _radius(h: int, w: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     radius = np.hypot((yy - (h - 1) / 2) / (h / 2), (xx - (w - 1) / 2) / (w / 2))
-    inner = radius < 0.9
-    inner_luma = luma[inner]
-    skin = inner & (luma >= np.median(inner_luma))
-    lesion = inner & (luma <= np.percentile(inner_luma, 15))
-    return WorkingImage(rgb, luma, radius, inner, skin, lesion, original_size)
+    radius.setflags(write=False)
+    return radius

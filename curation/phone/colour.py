@@ -22,8 +22,7 @@ _EPS = 1e-3
 
 def measure_colour(work: WorkingImage) -> dict[str, float]:
     r, g, b = (float(work.rgb[..., c][work.skin].mean()) + _EPS for c in range(3))
-    top = work.rgb.max(axis=-1)
-    saturation = (top - work.rgb.min(axis=-1)) / (top + _EPS)
+    saturation = work.saturation
     return {
         "skin_tint": float(np.log(g / np.sqrt(r * b))),
         "skin_temperature": float(np.log(r / b)),
@@ -35,7 +34,11 @@ def measure_colour(work: WorkingImage) -> dict[str, float]:
 def colour_cue(work: WorkingImage, *, thresholds: PhoneThresholds) -> Cue:
     f = measure_colour(work)
     logit = linear_evidence(f, thresholds.coefficients, thresholds.centres, thresholds.scales)
-    cast = "magenta/cool" if f["skin_tint"] < thresholds.centres.get("skin_tint", 0.0) else "warm"
+    cast = (
+        "pink/magenta"
+        if f["skin_tint"] < thresholds.centres.get("skin_tint", 0.0)
+        else "yellowish (warm)"
+    )
     if logit < 0:
         reason = (
             f"{cast} skin colour (tint {f['skin_tint']:+.3f}) and saturated pigment "

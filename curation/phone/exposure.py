@@ -15,10 +15,7 @@ __all__ = ["exposure_cue", "measure_exposure"]
 
 
 def measure_exposure(work: WorkingImage) -> dict[str, float]:
-    rgb = work.rgb
-    top = rgb.max(axis=-1)
-    saturation = (top - rgb.min(axis=-1)) / (top + 1e-3)
-    glare = (work.luma > 0.9) & (saturation < 0.2) & work.inner
+    glare = (work.luma > 0.9) & (work.saturation < 0.2) & work.inner
     return {
         "skin_brightness": float(work.luma[work.skin].mean()),
         "highlights": float(glare.sum() / max(1, work.inner.sum())),

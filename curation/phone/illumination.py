@@ -19,7 +19,9 @@ __all__ = ["illumination_cue", "measure_illumination"]
 
 def measure_illumination(work: WorkingImage) -> dict[str, float]:
     h, w = work.luma.shape
-    ys, xs = np.nonzero(work.skin)
+    # Lighting is low-frequency: every other row and column is plenty, and halves the cost.
+    ys, xs = np.nonzero(work.skin[::2, ::2])
+    ys, xs = ys * 2, xs * 2
     x = (xs - (w - 1) / 2) / (w / 2)
     y = (ys - (h - 1) / 2) / (h / 2)
     values = work.luma[ys, xs]

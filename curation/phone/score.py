@@ -12,6 +12,7 @@ from ._image import WorkingImage, prepare_image
 from .blur import blur_cue
 from .colour import colour_cue
 from .exposure import exposure_cue
+from .framing import framing_cue
 from .illumination import illumination_cue
 from .magnification import magnification_cue
 from .metadata_rules import metadata_cue
@@ -24,6 +25,7 @@ __all__ = ["PIXEL_CUES", "PhoneLikeness", "measure_phone_cues", "phone_likeness"
 PIXEL_CUES: dict[str, Callable[..., Cue]] = {
     "colour": colour_cue,
     "magnification": magnification_cue,
+    "framing": framing_cue,
     "illumination": illumination_cue,
     "vignette": vignette_cue,
     "exposure": exposure_cue,

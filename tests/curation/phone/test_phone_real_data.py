@@ -19,8 +19,8 @@ from curation.phone import phone_likeness
 
 DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 PER_CLASS = 150
-# Measured 0.953 on this subset (in-sample weights); the floor leaves room for small changes.
-BA_FLOOR = 0.93
+# Measured 0.957 on this subset (in-sample weights); the floor leaves room for small changes.
+BA_FLOOR = 0.94
 
 
 @pytest.fixture(scope="module")
