@@ -25,8 +25,7 @@ from curation.reviews import Decision, ReviewSession, apply_reviews, review_queu
 from curation.splits import assign_splits
 from curation.terminal import render_halfblocks
 
-# Phone-likeness lives in curation/phone/ (other branch); the lead adds at merge:
-# from curation.phone import PhoneLikeness, PhoneThresholds, phone_likeness
+from curation.phone import PhoneLikeness, PhoneThresholds, phone_likeness
 
 __all__ = [
     "CANONICAL_COLUMNS",
@@ -54,4 +53,7 @@ __all__ = [
     "read_labelled_manifest",
     "render_contact_sheet",
     "render_halfblocks",
+    "PhoneLikeness",
+    "PhoneThresholds",
+    "phone_likeness",
 ]
