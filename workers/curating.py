@@ -111,7 +111,11 @@ def publish_version(
             features.append(fut.result())
             if on_progress and (i % 25 == 0 or i + 1 == len(futures)):
                 on_progress(i + 1, len(futures))
-    table = pd.concat([images, pd.DataFrame(features)], axis=1)
+    feats = pd.DataFrame(features)
+    # Cues measured now win over any stale copy the pull's table carries (e.g. readable).
+    table = pd.concat(
+        [images.drop(columns=[c for c in feats.columns if c in images]), feats], axis=1
+    )
     decisions = load_decisions(store)
     manifest = curation.build_manifest(
         table, reviews=decisions, allowed_licences=allowed_licences, max_distance=max_distance

@@ -33,7 +33,12 @@ def load_queue(
     version, manifest = load_manifest(store, version)
     decisions = load_decisions(store)
     queue = curation.review_queue(
-        manifest, decisions, pull=pull, min_score=min_score, max_score=max_score, diagnosis=diagnosis
+        manifest,
+        decisions,
+        pull=pull,
+        min_score=min_score,
+        max_score=max_score,
+        diagnosis=diagnosis,
     )
     return version, queue, decisions
 
@@ -43,7 +48,9 @@ def known_ids(store: Store, version: str | None = None) -> set[str]:
     return set(manifest["isic_id"].astype(str))
 
 
-def live_decision_for(decisions: list[curation.Decision], reviewer: str) -> curation.Decision | None:
+def live_decision_for(
+    decisions: list[curation.Decision], reviewer: str
+) -> curation.Decision | None:
     """The latest live (not undone) decision by ``reviewer``."""
     from curation.reviews import live_decisions
 

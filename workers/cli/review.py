@@ -75,7 +75,10 @@ def _show(item: dict, image_bytes: bytes | None, remaining: int, total: int) -> 
         ["verdict", item.get("phone_verdict")],
         ["diagnosis", item.get("diagnosis")],
         ["image_type", item.get("image_type")],
-        ["age / sex / site", f"{item.get('age_approx')} / {item.get('sex')} / {item.get('anatom_site_general')}"],
+        [
+            "age / sex / site",
+            f"{item.get('age_approx')} / {item.get('sex')} / {item.get('anatom_site_general')}",
+        ],
         ["licence", item.get("copyright_license")],
         ["pull", item.get("pull_id")],
     ]
@@ -99,7 +102,9 @@ def interactive(
     if ctx.invoked_subcommand is not None:
         return
     st = store()
-    _, queue, _ = load_queue(st, pull=pull, min_score=min_score, max_score=max_score, diagnosis=diagnosis)
+    _, queue, _ = load_queue(
+        st, pull=pull, min_score=min_score, max_score=max_score, diagnosis=diagnosis
+    )
     if queue.empty:
         console.print("nothing to review")
         return
@@ -107,7 +112,11 @@ def interactive(
     counts = {"accept": 0, "reject": 0, "undo": 0}
     while not session.done:
         item = dict(session.current)
-        data = st.get(item["key"]) if isinstance(item.get("key"), str) and st.exists(item["key"]) else None
+        data = (
+            st.get(item["key"])
+            if isinstance(item.get("key"), str) and st.exists(item["key"])
+            else None
+        )
         _show(item, data, session.remaining, session.total)
         key = _read_key().lower()
         if key == "o":
@@ -121,8 +130,10 @@ def interactive(
         if decision is not None:
             save_decision(st, decision)
             counts[decision.decision] += 1
-    console.print(f"session over: {counts['accept']} accepted, {counts['reject']} rejected, "
-                  f"{counts['undo']} undone; {session.remaining} left. Run `birthmark curate run` to apply.")
+    console.print(
+        f"session over: {counts['accept']} accepted, {counts['reject']} rejected, "
+        f"{counts['undo']} undone; {session.remaining} left. Run `birthmark curate run` to apply."
+    )
 
 
 @app.command("list")
@@ -134,7 +145,9 @@ def list_(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Images waiting for review, most uncertain first."""
-    version, queue, _ = load_queue(store(), pull=pull, min_score=min_score, max_score=max_score, diagnosis=diagnosis)
+    version, queue, _ = load_queue(
+        store(), pull=pull, min_score=min_score, max_score=max_score, diagnosis=diagnosis
+    )
     cols = ["isic_id", "phone_score", "phone_verdict", "diagnosis", "pull_id", "phone_reasons"]
     if as_json:
         print_json(queue[[c for c in cols if c in queue]].to_dict("records"))
@@ -150,19 +163,29 @@ def _decide(ids: list[str], decision: str, reason: str, reviewer: str | None) ->
     if unknown:
         raise typer.BadParameter(f"not in the latest curated version: {', '.join(unknown)}")
     for isic_id in ids:
-        save_decision(st, curation.Decision(isic_id=isic_id, decision=decision, reviewer=_reviewer(reviewer),
-                                            reason=reason))
-    console.print(f"{decision}ed {len(ids)} image(s); `birthmark curate run` applies them to a new version")
+        save_decision(
+            st,
+            curation.Decision(
+                isic_id=isic_id, decision=decision, reviewer=_reviewer(reviewer), reason=reason
+            ),
+        )
+    console.print(
+        f"{decision}ed {len(ids)} image(s); `birthmark curate run` applies them to a new version"
+    )
 
 
 @app.command()
-def accept(ids: list[str], reason: str = typer.Option(""), reviewer: str | None = typer.Option(None)) -> None:
+def accept(
+    ids: list[str], reason: str = typer.Option(""), reviewer: str | None = typer.Option(None)
+) -> None:
     """Accept images as phone-like (overrides the automatic verdict in the next version)."""
     _decide(ids, "accept", reason, reviewer)
 
 
 @app.command()
-def reject(ids: list[str], reason: str = typer.Option(""), reviewer: str | None = typer.Option(None)) -> None:
+def reject(
+    ids: list[str], reason: str = typer.Option(""), reviewer: str | None = typer.Option(None)
+) -> None:
     """Reject images (not phone-like)."""
     _decide(ids, "reject", reason, reviewer)
 
@@ -177,8 +200,16 @@ def undo(reviewer: str | None = typer.Option(None), reason: str = typer.Option("
     if last is None:
         console.print("no decision of yours to undo")
         raise typer.Exit(1)
-    save_decision(st, curation.Decision(isic_id=last.isic_id, decision="undo", reviewer=_reviewer(reviewer),
-                                        reason=reason, undoes=last.decision_id))
+    save_decision(
+        st,
+        curation.Decision(
+            isic_id=last.isic_id,
+            decision="undo",
+            reviewer=_reviewer(reviewer),
+            reason=reason,
+            undoes=last.decision_id,
+        ),
+    )
     console.print(f"undid {last.decision} of {last.isic_id}")
 
 
@@ -209,5 +240,7 @@ def sheet(
             buf = io.BytesIO()
             img.save(buf, format="JPEG", quality=80)
             thumbs[rec["isic_id"]] = buf.getvalue()
-    out.write_text(curation.render_contact_sheet(df, thumbs, title=f"birthmark {version}"), encoding="utf-8")
+    out.write_text(
+        curation.render_contact_sheet(df, thumbs, title=f"birthmark {version}"), encoding="utf-8"
+    )
     console.print(f"{len(df)} images -> {out}")

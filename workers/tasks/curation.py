@@ -10,6 +10,7 @@ import redis
 import curation as curation_lib
 from workers import jobs
 from workers.app import app
+from workers.tasks._base import JobTask
 from workers.curating import publish_version
 from workers.pulls import run_isic_pull
 from workers.runtime import redis_client, store
@@ -41,7 +42,7 @@ def _progress(r: redis.Redis, job_id: str, stage: str):
     return report
 
 
-@app.task(name="curation.pull", time_limit=_settings.curation_time_limit_s, **_RETRY)
+@app.task(name="curation.pull", base=JobTask, time_limit=_settings.curation_time_limit_s, **_RETRY)
 def pull(job_id: str) -> dict[str, Any]:
     """Run isic-cli for the job's query and store the pull under raw/isic/<job_id>/."""
     s = get_settings()
@@ -66,7 +67,7 @@ def pull(job_id: str) -> dict[str, Any]:
     return record
 
 
-@app.task(name="curation.run", time_limit=_settings.curation_time_limit_s, **_RETRY)
+@app.task(name="curation.run", base=JobTask, time_limit=_settings.curation_time_limit_s, **_RETRY)
 def run(job_id: str) -> dict[str, Any]:
     """Score, dedupe, split and publish a curated version from the job's pulls (default: all)."""
     s = get_settings()
@@ -106,7 +107,12 @@ def scheduled() -> str:
     return job_id
 
 
-@app.task(name="curation.pull_then_publish", time_limit=_settings.curation_time_limit_s, **_RETRY)
+@app.task(
+    name="curation.pull_then_publish",
+    base=JobTask,
+    time_limit=_settings.curation_time_limit_s,
+    **_RETRY,
+)
 def pull_then_publish(job_id: str) -> dict[str, Any]:
     record = pull(job_id)
     r = redis_client()

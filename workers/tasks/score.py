@@ -14,6 +14,7 @@ from celery import group
 import models
 from workers import jobs, registry
 from workers.app import app
+from workers.tasks._base import JobTask
 from workers.results import read_rows, summarize_rows, write_part, write_summary
 from workers.runtime import redis_client, store
 from workers.scoring import Item, ScoringModel, load_scoring_model, score_batch
@@ -54,7 +55,7 @@ def current_model() -> ScoringModel | None:
     return _loaded[model_id]
 
 
-@app.task(name="score.plan", time_limit=_settings.score_time_limit_s, **_RETRY)
+@app.task(name="score.plan", base=JobTask, time_limit=_settings.score_time_limit_s, **_RETRY)
 def plan(job_id: str) -> int:
     """List the job's inputs, mark duplicates, split into batches and queue them."""
     settings = get_settings()
@@ -92,7 +93,7 @@ def plan(job_id: str) -> int:
     return len(batches)
 
 
-@app.task(name="score.batch", time_limit=_settings.score_time_limit_s, **_RETRY)
+@app.task(name="score.batch", base=JobTask, time_limit=_settings.score_time_limit_s, **_RETRY)
 def batch(job_id: str, index: int, items: list[dict[str, Any]]) -> int:
     """Score one batch and write its part file; the last batch to finish queues finalize."""
     settings = get_settings()
@@ -117,7 +118,7 @@ def batch(job_id: str, index: int, items: list[dict[str, Any]]) -> int:
     return len(rows)
 
 
-@app.task(name="score.finalize", time_limit=_settings.score_time_limit_s, **_RETRY)
+@app.task(name="score.finalize", base=JobTask, time_limit=_settings.score_time_limit_s, **_RETRY)
 def finalize(job_id: str) -> dict[str, Any]:
     """Write ``summary.json`` from the part files and mark the job done (idempotent)."""
     st, r = store(), redis_client()

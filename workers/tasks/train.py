@@ -12,6 +12,7 @@ import redis
 import models
 from workers import jobs
 from workers.app import app
+from workers.tasks._base import JobTask
 from workers.runtime import redis_client, store
 from workers.settings import get_settings
 from workers.store import StoreUnavailable
@@ -42,6 +43,7 @@ def train_config(params: dict[str, Any]) -> models.TrainConfig:
 
 @app.task(
     name="train.run",
+    base=JobTask,
     time_limit=_settings.train_time_limit_s,
     autoretry_for=TRANSIENT,
     retry_backoff=5,
