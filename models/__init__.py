@@ -17,6 +17,7 @@ from .predictor import Predictor, resolve_device, set_threads
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch, to_tensor
 from .quality import assess_quality
 from .resnet10 import ARCHS, ResNet10, build_model, resnet10_image, resnet10_multimodal
+from .training import EpochState, Sample, TrainConfig, TrainResult, fit
 
 __all__ = [
     "ARCHS",
@@ -28,17 +29,22 @@ __all__ = [
     "ChecksumError",
     "DecodedImage",
     "DecodedImageCache",
+    "EpochState",
     "FocalLoss",
     "ImageError",
     "PhoneCaptureAugment",
     "Predictor",
     "ResNet10",
+    "Sample",
+    "TrainConfig",
+    "TrainResult",
     "assess_quality",
     "build_model",
     "decode_image",
     "dump_checkpoint",
     "encode_metadata",
     "evaluate",
+    "fit",
     "fit_temperature",
     "focal_loss",
     "load_checkpoint",
