@@ -16,6 +16,7 @@ from .metadata import METADATA_DIM, SITES, encode_metadata, metadata_problems
 from .predictor import Predictor, resolve_device, set_threads
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch, to_tensor
 from .quality import assess_quality
+from .report import render_report
 from .resnet10 import ARCHS, ResNet10, build_model, resnet10_image, resnet10_multimodal
 from .training import EpochState, Sample, TrainConfig, TrainResult, fit
 
@@ -50,6 +51,7 @@ __all__ = [
     "load_checkpoint",
     "metadata_problems",
     "phone_capture_augment",
+    "render_report",
     "resnet10_image",
     "resnet10_multimodal",
     "resolve_device",

@@ -321,8 +321,8 @@ def fit(
                     extra=extra,
                 )
 
-            on_epoch(EpochState(**{**record, "epochs": config.epochs}, history=list(history),
-                                _pack=pack))  # fmt: skip
+            state = {**record, "epochs": config.epochs, "history": list(history)}
+            on_epoch(EpochState(**state, _pack=pack))
 
     model.eval()
     if start >= config.epochs or not len(val_logits):

@@ -39,7 +39,6 @@ def test_config_validation():
         TrainConfig(batch_size=1)
 
 
-@pytest.mark.slow
 def test_learns_a_visual_pattern():
     train, val = _samples(120, seed=1, size=64), _samples(45, seed=2, size=64)
     config = TrainConfig(epochs=3, image_size=64, device="cpu")  # augmentation on
