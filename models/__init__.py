@@ -16,7 +16,9 @@ from .metadata import METADATA_DIM, SITES, encode_metadata, metadata_problems
 from .predictor import Predictor, resolve_device, set_threads
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch, to_tensor
 from .quality import assess_quality
+from .report import render_report
 from .resnet10 import ARCHS, ResNet10, build_model, resnet10_image, resnet10_multimodal
+from .training import EpochState, Sample, TrainConfig, TrainResult, fit
 
 __all__ = [
     "ARCHS",
@@ -28,22 +30,28 @@ __all__ = [
     "ChecksumError",
     "DecodedImage",
     "DecodedImageCache",
+    "EpochState",
     "FocalLoss",
     "ImageError",
     "PhoneCaptureAugment",
     "Predictor",
     "ResNet10",
+    "Sample",
+    "TrainConfig",
+    "TrainResult",
     "assess_quality",
     "build_model",
     "decode_image",
     "dump_checkpoint",
     "encode_metadata",
     "evaluate",
+    "fit",
     "fit_temperature",
     "focal_loss",
     "load_checkpoint",
     "metadata_problems",
     "phone_capture_augment",
+    "render_report",
     "resnet10_image",
     "resnet10_multimodal",
     "resolve_device",

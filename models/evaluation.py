@@ -92,10 +92,11 @@ def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
-def fit_temperature(logits, labels, *, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+def fit_temperature(logits, labels, *, bounds: tuple[float, float] = (0.25, 20.0)) -> float:
     """Temperature T minimising the NLL of ``softmax(logits / T)`` (1.0 when it cannot be fit).
 
-    ``logits`` is ``[N, C]`` or ``[N]`` (a binary logit, treated as ``[0, z]``).
+    ``logits`` is ``[N, C]`` or ``[N]`` (a binary logit, treated as ``[0, z]``). The lower bound
+    stops a small, perfectly separated validation set from driving T towards 0 (infinitely sure).
     """
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels).astype(int)

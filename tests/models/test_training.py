@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import EpochState, Sample, TrainConfig, dump_checkpoint, fit, load_checkpoint
+
+
+def _patch_image(rng: np.random.Generator, label: int, size: int) -> Image.Image:
+    """Both classes have a blob; the malignant one is darker and bluer. Noisy, so not trivial."""
+    yy, xx = np.mgrid[:size, :size]
+    image = np.array([190, 145, 125], np.float32) + rng.normal(0, 18, (size, size, 3))
+    cy, cx = rng.uniform(0.3, 0.7, 2) * size
+    mask = ((yy - cy) ** 2 + (xx - cx) ** 2) < (rng.uniform(0.15, 0.3) * size) ** 2
+    tint = np.array([0.45, 0.45, 0.6] if label else [0.75, 0.65, 0.6], np.float32)
+    image[mask] *= tint * rng.uniform(0.85, 1.15)
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def _samples(n: int, *, seed: int, size: int) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        label = int(i % 3 == 0)  # imbalanced, like the real data
+        image = _patch_image(rng, label, size)
+        meta = {"age": int(rng.integers(20, 90)), "sex": ("male", "female")[i % 2], "site": "back"}
+        out.append(Sample(load=lambda image=image: image, label=label, metadata=meta, group=None))
+    return out
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="arch"):
+        TrainConfig(arch="vgg")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=1)
+
+
+def test_learns_a_visual_pattern():
+    train, val = _samples(120, seed=1, size=64), _samples(45, seed=2, size=64)
+    config = TrainConfig(epochs=3, image_size=64, device="cpu")  # augmentation on
+    states: list[EpochState] = []
+    result = fit(train, val, config=config, on_epoch=states.append)
+    assert [s.epoch for s in states] == [1, 2, 3] and states[-1].epochs == 3
+    assert result.history[-1]["val_auc"] > 0.9, result.history
+    card = result.card
+    assert card["val_metrics"]["roc_auc"] > 0.9 and 0.25 <= card["temperature"] <= 20
+    assert card["data"] == {"n_train": 120, "n_train_pos": 40, "n_val": 45, "n_val_pos": 15}
+    assert card["image_size"] == 64 and card["images_per_second"] > 0
+    weights, full = dump_checkpoint(result.model, card)
+    json.dumps(full)
+    load_checkpoint(weights, full)
+
+
+def _tiny_config(**kwargs) -> TrainConfig:
+    defaults = dict(epochs=3, batch_size=8, image_size=32, step_size=1, device="cpu", seed=3)
+    return TrainConfig(**{**defaults, **kwargs})
+
+
+def test_resume_reproduces_an_uninterrupted_run():
+    train, val = _samples(16, seed=5, size=32), _samples(6, seed=6, size=32)
+    full = fit(train, val, config=_tiny_config())
+
+    blobs: list[bytes] = []
+    fit(train, val, config=_tiny_config(epochs=1), on_epoch=lambda s: blobs.append(s.resume_blob()))
+    assert not blobs[0].startswith(b"\x80")  # not a pickle
+    resumed = fit(train, val, config=_tiny_config(), resume=blobs[0])
+
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    for name, tensor in full_state.items():
+        torch.testing.assert_close(resumed_state[name], tensor, msg=name)
+    assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"])
+
+
+def test_resume_refuses_a_different_config():
+    train, val = _samples(12, seed=5, size=32), _samples(4, seed=6, size=32)
+    blobs: list[bytes] = []
+    fit(train, val, config=_tiny_config(epochs=1), on_epoch=lambda s: blobs.append(s.resume_blob()))
+    with pytest.raises(ValueError, match="lr: 0.001 -> 0.01"):
+        fit(train, val, config=_tiny_config(lr=0.01), resume=blobs[0])
+    with pytest.raises(ValueError, match="blob"):
+        fit(train, val, config=_tiny_config(), resume=b"garbage bytes")
+
+
+def test_threaded_loading_matches_serial():
+    train, val = _samples(16, seed=7, size=32), _samples(4, seed=8, size=32)
+    serial = fit(train, val, config=_tiny_config(epochs=1, arch="resnet10_image"))
+    threaded = fit(train, val, config=_tiny_config(epochs=1, arch="resnet10_image", num_workers=2))
+    assert serial.history[0]["train_loss"] == pytest.approx(threaded.history[0]["train_loss"])
