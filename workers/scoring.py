@@ -57,6 +57,7 @@ def load_scoring_model(
     from workers import registry
 
     card = registry.read_card(store, model_id)
+    device = str(models.resolve_device(device))
     net = models.load_checkpoint(registry.read_weights(store, model_id), card, device=device)
     return ScoringModel(model_id, models.Predictor(net, card, device=device), threshold)
 

@@ -193,6 +193,9 @@ def decide_promotion(
     if champion is None:
         registry.promote(store, model_id, reason="first model")
         return {"promoted": True, "reason": "first model", "champion_before": None}
+    if champion == model_id:
+        # Same data, seed and code give bit-identical weights: nothing to decide.
+        return {"promoted": False, "reason": "identical to the champion", "champion_before": champion}
     card = registry.read_card(store, champion)
     net = models.load_checkpoint(registry.read_weights(store, champion), card)
     old_metrics, _ = evaluate_model(models.Predictor(net, card), test, cache)

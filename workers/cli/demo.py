@@ -71,7 +71,7 @@ def demo(
     _require(job)
     summary = job["result"]
     console.print(
-        f"version {summary['version']}: {summary.get('verdicts')}, splits {summary.get('splits')}"
+        f"version {summary['version']}: {summary['by_verdict']}, splits {summary['by_split']}"
     )
 
     _step("4/6 training a small model (the champion when it is the first or better)")
