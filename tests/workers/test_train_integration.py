@@ -1,0 +1,93 @@
+"""Training through the `train` queue: a real worker, curated data in the store, registry and promotion."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.integration
+
+
+def _wait(job_id: str, timeout: float = 300.0) -> dict:
+    from workers import jobs
+    from workers.runtime import redis_client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs.get_job(redis_client(), job_id)
+        if job and job["status"] in ("done", "failed", "skipped"):
+            return job
+        time.sleep(0.2)
+    raise TimeoutError(job_id)
+
+
+@pytest.fixture
+def curated(env, tmp_path):
+    """A curated version of a generated ISIC-format sample, published in-process."""
+    from curation.synthetic import write_isic_sample
+    from workers import curating, pulls
+    from workers.runtime import store
+
+    folder = tmp_path / "sample"
+    write_isic_sample(folder, n=120, seed=5)
+    pulls.import_folder(store(), folder, manifest=folder / "metadata.csv")
+    return curating.publish_version(store())["version"]
+
+
+def test_train_promote_registry_and_rollback(env, curated, start_worker):
+    from workers.cli import app
+    from workers.runtime import store
+
+    start_worker({**env, "BIRTHMARK_TRAIN_IMAGE_SIZE": "32"}, "train")
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--epochs", "2", "--arch", "resnet10_image", "--wait", "--json"])
+    assert res.exit_code == 0, res.output
+    job = json.loads(res.stdout)
+    assert job["status"] == "done", job
+    first = job["result"]
+    assert first["promoted"] and first["reason"] == "first model"
+    assert first["data_version"] == curated
+    assert job["progress"]["epoch"] == 2 and "val_auc" in job["progress"]
+    st = store()
+    assert st.read_pointer("models/CHAMPION") == first["model_id"]
+    card = json.loads(st.get(f"models/{first['model_id']}/card.json"))
+    for field in ("sha256", "data_version", "metrics", "code_version", "train_config"):
+        assert field in card
+    assert 0.0 <= card["metrics"]["overall"]["roc_auc"] <= 1.0
+    assert "phone_like" in card["metrics"]
+    assert b"data:image/png;base64" in st.get(f"models/{first['model_id']}/report.html")
+
+    # A second run with other settings: promoted only if it beats the champion on the same holdout.
+    res = runner.invoke(app, ["train", "--epochs", "1", "--arch", "resnet10_multimodal", "--wait", "--json"])
+    second = json.loads(res.stdout)["result"]
+    assert second["model_id"] != first["model_id"]
+    assert second["champion_before"] == first["model_id"]
+    assert ("beats" in second["reason"]) == second["promoted"]
+    listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    assert {m["model_id"] for m in listed} == {first["model_id"], second["model_id"]}
+
+    # Manual promotion and rollback.
+    other = second["model_id"] if not second["promoted"] else first["model_id"]
+    current = st.read_pointer("models/CHAMPION")
+    assert runner.invoke(app, ["models", "promote", other]).exit_code == 0
+    assert st.read_pointer("models/CHAMPION") == other
+    assert runner.invoke(app, ["models", "rollback"]).exit_code == 0
+    assert st.read_pointer("models/CHAMPION") == current
+
+
+def test_concurrent_runs_one_trains_other_skipped(env, curated):
+    """The Redis lock: a second run while one holds it is reported skipped, not run."""
+    from workers import jobs
+    from workers.runtime import redis_client
+
+    r = redis_client()
+    assert jobs.acquire_lock(r, "train", "run-a", ttl_s=60)
+    assert not jobs.acquire_lock(r, "train", "run-b", ttl_s=60)
+    assert jobs.acquire_lock(r, "train", "run-a", ttl_s=60)  # the same run, redelivered
+    jobs.release_lock(r, "train", "run-b")  # not the owner: no effect
+    assert r.get("birthmark:lock:train") == "run-a"
+    jobs.release_lock(r, "train", "run-a")
+    assert r.get("birthmark:lock:train") is None
