@@ -21,11 +21,10 @@ from curation.manifest import (
     summarize_manifest,
 )
 from curation.metadata import read_isic_metadata
+from curation.phone import PhoneLikeness, PhoneThresholds, phone_likeness
 from curation.reviews import Decision, ReviewSession, apply_reviews, review_queue
 from curation.splits import assign_splits
 from curation.terminal import render_halfblocks
-
-from curation.phone import PhoneLikeness, PhoneThresholds, phone_likeness
 
 __all__ = [
     "CANONICAL_COLUMNS",

@@ -70,7 +70,7 @@ def jpeg_bytes(image: Image.Image, *, quality: int = 90) -> bytes:
 def write_isic_sample(
     folder: str | Path, *, n: int = 200, seed: int = 0, phone_fraction: float = 0.3
 ) -> Path:
-    """Write ``n`` images and an isic-cli style ``metadata.csv`` into ``folder``; returns the CSV path."""
+    """Write ``n`` images and an isic-cli style ``metadata.csv`` to ``folder``; returns its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""docker-compose.yml: no engine runs here, so parse it and check it names real modules and queues."""
+"""docker-compose.yml: no engine runs here, so parse it; check it names real modules and queues."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import yaml
 from workers.app import QUEUES, app
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
-EXPECTED = {"redis", "minio", "createbucket", "worker-score", "worker-train", "worker-curation", "beat", "flower"}
+EXPECTED = {
+    "redis",
+    "minio",
+    "createbucket",
+    "worker-score",
+    "worker-train",
+    "worker-curation",
+    "beat",
+    "flower",
+}
 
 
 def _services() -> dict:
@@ -28,7 +37,7 @@ def test_celery_commands_name_the_real_app_and_queues():
         if not isinstance(cmd, list) or cmd[0] != "celery":
             continue
         module = cmd[cmd.index("-A") + 1]
-        assert getattr(importlib.import_module(module), "app") is app, name
+        assert importlib.import_module(module).app is app, name
         if "worker" in cmd:
             queue = cmd[cmd.index("-Q") + 1]
             assert queue in QUEUES, f"{name} listens on unknown queue {queue}"
@@ -50,6 +59,13 @@ def test_every_long_running_service_has_a_healthcheck_and_app_services_wait_for_
 def test_task_routes_cover_every_registered_task():
     app.loader.import_default_modules()
     ours = [t for t in app.tasks if t.split(".")[0] in QUEUES]
-    assert {"score.batch", "score.plan", "score.watch", "train.run", "curation.pull", "curation.run"} <= set(ours)
+    assert {
+        "score.batch",
+        "score.plan",
+        "score.watch",
+        "train.run",
+        "curation.pull",
+        "curation.run",
+    } <= set(ours)
     for task in ours:
         assert app.amqp.router.route({}, task)["queue"].name == task.split(".")[0]

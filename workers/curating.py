@@ -41,8 +41,9 @@ def image_features(
     """Phone-likeness, perceptual hash and readability of one stored image."""
     key = _clean(row.get("key"))
     if key is None:
+        reason = "missing: the image was not downloaded"
         return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
-                "phone_reasons": "missing: the image was not downloaded", "phash": None}  # fmt: skip
+                "phone_reasons": reason, "phash": None}  # fmt: skip
     try:
         decoded = models.decode_image(store.get(key), max_pixels=max_pixels, target=256)
     except (models.ImageError, ObjectMissing) as err:
@@ -98,7 +99,7 @@ def publish_version(
     threads: int = 4,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Build the manifest and publish it as ``curated/<version>/`` (no-op if that version exists)."""
+    """Build the manifest and publish it as ``curated/<version>/`` (no-op if it exists)."""
     images = gather_images(store, pull_ids)
     rows = images.to_dict("records")
     features: list[dict[str, Any]] = []

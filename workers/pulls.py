@@ -86,7 +86,7 @@ def store_isic_download(
     query: dict[str, Any],
     on_image: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Upload what isic-cli wrote; images already stored by an earlier pull are not uploaded again."""
+    """Upload what isic-cli wrote; images stored by an earlier pull are not uploaded again."""
     existing = stored_image_keys(store)
     table = download.metadata.copy()
     keys, skipped, uploaded = [], 0, 0
@@ -145,7 +145,7 @@ def run_isic_pull(
     timeout: float,
     on_image: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """isic-cli into a temporary folder, then into the store. Nothing is marked complete on failure."""
+    """isic-cli into a temporary folder, then into the store; nothing marked complete on failure."""
     tmp = Path(tempfile.mkdtemp(prefix="birthmark-pull-"))
     try:
         download = curation.download_images(
@@ -182,9 +182,8 @@ def import_folder(
     table = curation.plan_import(folder, table)
     digest = hashlib.sha256(manifest.read_bytes())
     for p in table["path"]:
-        digest.update(
-            f"{p}:{Path(p).stat().st_size if isinstance(p, str) and Path(p).exists() else -1}".encode()
-        )
+        size = Path(p).stat().st_size if isinstance(p, str) and Path(p).exists() else -1
+        digest.update(f"{p}:{size}".encode())
     pull_id = f"import-{digest.hexdigest()[:12]}"
     if store.exists(f"{RAW_PREFIX}{pull_id}/pull.json"):
         return json.loads(store.get(f"{RAW_PREFIX}{pull_id}/pull.json")), False

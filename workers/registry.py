@@ -1,4 +1,4 @@
-"""Model registry in the store: ``models/<id>/`` artifacts, ``models/CHAMPION``, ``models/history.jsonl``."""
+"""Model registry in the store: ``models/<id>/``, ``models/CHAMPION``, ``models/history.jsonl``."""
 
 from __future__ import annotations
 

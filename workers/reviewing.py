@@ -1,4 +1,4 @@
-"""Review decisions in the store: append-only ``reviews/<decision_id>.json``, and the queue to review."""
+"""Review decisions in the store (append-only ``reviews/<decision_id>.json``) and the queue."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-process handles built from settings: the Redis URL (embedded if unset), Redis client, store."""
+"""Per-process handles from settings: the Redis URL (embedded if unset), Redis client, store."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Background services on one machine: embedded redis, one worker per queue, beat; tracked by PID."""
+"""Background services on one machine: embedded redis, a worker per queue, beat; by PID."""
 
 from __future__ import annotations
 

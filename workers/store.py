@@ -190,7 +190,7 @@ def _is_transient(err: ClientError) -> bool:
 
 
 class S3Store:
-    """An S3 bucket (or a prefix in one) through boto3; works with MinIO and moto via endpoint_url."""
+    """An S3 bucket (or a prefix in one) via boto3; MinIO and moto work through endpoint_url."""
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ def submit_scoring(
     idempotency_key: str | None = None,
     kind: str = "score",
 ) -> tuple[str, bool]:
-    """Queue a scoring job over explicit ``items`` ({key, source, metadata}) and/or store ``prefixes``
+    """Queue a scoring job over ``items`` ({key, source, metadata}) and/or store ``prefixes``
     ({prefix, display}). Returns ``(job_id, created)``; an existing job is not queued again."""
     from workers.tasks.score import plan
 

@@ -1,4 +1,4 @@
-"""One training run against the store: manifest -> samples -> fit (resumable) -> evaluate -> register.
+"""One training run against the store: manifest -> samples -> fit -> evaluate -> register.
 
 Celery-free so it can be driven by the task, a benchmark or a notebook with a store.
 """
@@ -195,7 +195,11 @@ def decide_promotion(
         return {"promoted": True, "reason": "first model", "champion_before": None}
     if champion == model_id:
         # Same data, seed and code give bit-identical weights: nothing to decide.
-        return {"promoted": False, "reason": "identical to the champion", "champion_before": champion}
+        return {
+            "promoted": False,
+            "reason": "identical to the champion",
+            "champion_before": champion,
+        }
     card = registry.read_card(store, champion)
     net = models.load_checkpoint(registry.read_weights(store, champion), card)
     old_metrics, _ = evaluate_model(models.Predictor(net, card), test, cache)

@@ -33,8 +33,10 @@ def good_jpeg(i: int, size=(320, 240)) -> bytes:
 def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
     """A small PNG whose header claims width x height pixels (1-bit, compresses to nothing)."""
     raw = zlib.compress(b"\x00" * (1 + width // 8) * 16)
+
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 

@@ -34,9 +34,14 @@ def _records(n: int = 8) -> list[IsicRecord]:
     records = []
     for i in range(n):
         phone = i % 2 == 0
-        img = make_lesion_image(rng, malignant=i % 3 == 0, style="phone" if phone else "dermoscopic")
-        acquisition = {"image_type": "clinical: close-up" if phone else "dermoscopic",
-                       "pixels_x": img.width, "pixels_y": img.height}
+        img = make_lesion_image(
+            rng, malignant=i % 3 == 0, style="phone" if phone else "dermoscopic"
+        )
+        acquisition = {
+            "image_type": "clinical: close-up" if phone else "dermoscopic",
+            "pixels_x": img.width,
+            "pixels_y": img.height,
+        }
         if not phone:
             acquisition["dermoscopic_type"] = "contact polarized"
         records.append(
@@ -44,9 +49,13 @@ def _records(n: int = 8) -> list[IsicRecord]:
                 isic_id=f"ISIC_{7000000 + i:07d}",
                 data=jpeg_bytes(img),
                 acquisition=acquisition,
-                clinical={"age_approx": 40 + i, "sex": "female", "anatom_site_general": "posterior torso",
-                          "diagnosis_1": "Malignant" if i % 3 == 0 else "Benign",
-                          "patient_id": f"IP_{1000000 + i // 2:07d}"},
+                clinical={
+                    "age_approx": 40 + i,
+                    "sex": "female",
+                    "anatom_site_general": "posterior torso",
+                    "diagnosis_1": "Malignant" if i % 3 == 0 else "Benign",
+                    "patient_id": f"IP_{1000000 + i // 2:07d}",
+                },
                 copyright_license=("CC-0", "CC-BY", "CC-BY-NC")[i % 3],
                 attribution=f"Clinic {i % 2}",
             )
@@ -70,8 +79,15 @@ def test_isic_cli_pull_through_worker(env, start_worker, monkeypatch):
         keys = {o.key for o in st.list(f"raw/isic/{job_id}/")}
         for rec in records:
             assert f"raw/isic/{job_id}/{rec.isic_id}.jpg" in keys
-        for name in ("metadata.csv", "attribution.txt", "images.csv", "pull.json",
-                     "licenses/CC-0.txt", "licenses/CC-BY.txt", "licenses/CC-BY-NC.txt"):
+        for name in (
+            "metadata.csv",
+            "attribution.txt",
+            "images.csv",
+            "pull.json",
+            "licenses/CC-0.txt",
+            "licenses/CC-BY.txt",
+            "licenses/CC-BY-NC.txt",
+        ):
             assert f"raw/isic/{job_id}/{name}" in keys
         record = json.loads(st.get(f"raw/isic/{job_id}/pull.json"))
         assert record["counts"]["listed"] == 8 and record["counts"]["uploaded"] == 8
@@ -109,11 +125,10 @@ def test_isic_cli_pull_through_worker(env, start_worker, monkeypatch):
 
 
 def test_import_curate_review_versions(env, start_worker, tmp_path):
+    from curation.synthetic import write_isic_sample
     from workers.cli import app
     from workers.runtime import store
     from workers.training_run import load_manifest
-
-    from curation.synthetic import write_isic_sample
 
     folder = tmp_path / "sample"
     write_isic_sample(folder, n=40, seed=1)
@@ -121,11 +136,13 @@ def test_import_curate_review_versions(env, start_worker, tmp_path):
     runner = CliRunner()
     start_worker(env, "curation")
 
-    first = runner.invoke(app, ["curate", "import", str(folder), "--manifest", str(folder / "metadata.csv"),
-                                "--json"])
+    first = runner.invoke(
+        app, ["curate", "import", str(folder), "--manifest", str(folder / "metadata.csv"), "--json"]
+    )
     assert first.exit_code == 0, first.output
-    again = runner.invoke(app, ["curate", "import", str(folder), "--manifest", str(folder / "metadata.csv"),
-                                "--json"])
+    again = runner.invoke(
+        app, ["curate", "import", str(folder), "--manifest", str(folder / "metadata.csv"), "--json"]
+    )
     assert json.loads(again.stdout)["created"] is False
 
     res = runner.invoke(app, ["curate", "run", "--json"])
@@ -146,7 +163,9 @@ def test_import_curate_review_versions(env, start_worker, tmp_path):
 
     # A reviewer flips one image; the next version carries it, and diff says so.
     target = m1[m1["verdict"] != "accepted"]["isic_id"].iloc[0]
-    res = runner.invoke(app, ["review", "accept", target, "--reason", "phone photo", "--reviewer", "ana"])
+    res = runner.invoke(
+        app, ["review", "accept", target, "--reason", "phone photo", "--reviewer", "ana"]
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["curate", "run", "--json"])
     v2 = json.loads(res.stdout)["result"]["version"]

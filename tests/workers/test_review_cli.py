@@ -1,4 +1,4 @@
-"""The review CLI: non-interactive verbs, and the interactive reviewer driven through a real terminal."""
+"""The review CLI: non-interactive verbs, and the interactive reviewer in a real terminal."""
 
 from __future__ import annotations
 
@@ -19,23 +19,34 @@ from curation.synthetic import jpeg_bytes, make_lesion_image
 
 
 def _publish_borderline(store, n: int = 4) -> list[str]:
-    """A curated version whose images all need review (scores near 0.5); returns ids, queue order."""
+    """A curated version whose images all need review; returns ids in queue order."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
         key = f"raw/isic/p1/ISIC_{i:07d}.jpg"
         store.put(key, jpeg_bytes(make_lesion_image(rng, malignant=False, style="phone")))
-        rows.append({
-            "isic_id": f"ISIC_{i:07d}", "key": key, "pull_id": "p1", "copyright_license": "CC-BY",
-            "malignant": float(i % 2), "diagnosis": "Nevus" if i % 2 == 0 else "Melanoma",
-            "phone_score": 0.5 + 0.05 * (i + 1), "phone_verdict": "needs_review",
-            "phone_reasons": "even illumination; no aperture", "readable": True,
-            "phash": f"{(i * 0x1111111111111111) & 0xFFFFFFFFFFFFFFFF:016x}",
-        })
+        rows.append(
+            {
+                "isic_id": f"ISIC_{i:07d}",
+                "key": key,
+                "pull_id": "p1",
+                "copyright_license": "CC-BY",
+                "malignant": float(i % 2),
+                "diagnosis": "Nevus" if i % 2 == 0 else "Melanoma",
+                "phone_score": 0.5 + 0.05 * (i + 1),
+                "phone_verdict": "needs_review",
+                "phone_reasons": "even illumination; no aperture",
+                "readable": True,
+                "phash": f"{(i * 0x1111111111111111) & 0xFFFFFFFFFFFFFFFF:016x}",
+            }
+        )
     manifest = curation.build_manifest(pd.DataFrame(rows))
     version = curation.manifest_version(manifest)
     store.put(f"curated/{version}/manifest.parquet", curation.manifest_to_parquet(manifest))
-    store.put(f"curated/{version}/summary.json", json.dumps({"version": version, "created_at": 0}).encode())
+    store.put(
+        f"curated/{version}/summary.json",
+        json.dumps({"version": version, "created_at": 0}).encode(),
+    )
     store.write_pointer("curated/LATEST", version)
     return [f"ISIC_{i:07d}" for i in range(n)]
 
@@ -54,9 +65,13 @@ def test_review_verbs(env):
     runner = CliRunner()
     listed = json.loads(runner.invoke(app, ["review", "list", "--json"]).stdout)
     assert [r["isic_id"] for r in listed] == ids
-    only_mel = json.loads(runner.invoke(app, ["review", "list", "--diagnosis", "melanoma", "--json"]).stdout)
+    only_mel = json.loads(
+        runner.invoke(app, ["review", "list", "--diagnosis", "melanoma", "--json"]).stdout
+    )
     assert {r["isic_id"] for r in only_mel} == {ids[1], ids[3]}
-    res = runner.invoke(app, ["review", "reject", ids[0], ids[1], "--reason", "dermoscope", "--reviewer", "bo"])
+    res = runner.invoke(
+        app, ["review", "reject", ids[0], ids[1], "--reason", "dermoscope", "--reviewer", "bo"]
+    )
     assert res.exit_code == 0, res.output
     listed = json.loads(runner.invoke(app, ["review", "list", "--json"]).stdout)
     assert [r["isic_id"] for r in listed] == ids[2:]
@@ -83,9 +98,11 @@ def test_interactive_review_with_piped_keys(env):
     assert got == [(ids[0], "accept"), (ids[1], "reject"), (ids[1], "undo")]
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+@pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"
+)
 def test_interactive_review_in_a_real_terminal(env, tmp_path):
-    """Single keypresses in a tmux pane: the reviewer shows a preview and saves each decision at once."""
+    """Keypresses in a tmux pane: the reviewer shows a preview and saves each decision at once."""
     from workers.runtime import store
 
     st = store()
@@ -93,11 +110,15 @@ def test_interactive_review_in_a_real_terminal(env, tmp_path):
     session = f"bm-review-{os.getpid()}"
     env_args = " ".join(f"{k}='{v}'" for k, v in env.items())
     cmd = f"{env_args} {sys.executable} -m workers.cli review --reviewer dee; sleep 30"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "50", cmd], check=True)
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "50", cmd], check=True
+    )
     try:
+
         def screen() -> str:
-            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                                  text=True).stdout
+            return subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
 
         def wait_for(text: str, timeout: float = 60.0) -> str:
             deadline = time.monotonic() + timeout
@@ -118,7 +139,10 @@ def test_interactive_review_in_a_real_terminal(env, tmp_path):
         wait_for("3 of 4 left")
         # Decisions are already in the store before the session ends (crash-safe).
         assert [(d["isic_id"], d["decision"]) for d in _decisions(st)] == [
-            (ids[0], "accept"), (ids[1], "reject"), (ids[1], "undo")]
+            (ids[0], "accept"),
+            (ids[1], "reject"),
+            (ids[1], "undo"),
+        ]
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         wait_for("session over")
     finally:

@@ -39,10 +39,14 @@ def _run_fifty(env: dict, start_worker) -> None:
         st.put(f"uploads/batch1/img-{i:03d}.jpg", good_jpeg(i))
     for name, (data, _) in broken.items():
         st.put(f"uploads/batch1/{name}", data)
-    start_worker({**env, "BIRTHMARK_MAX_UPLOAD_BYTES": str(MAX_BYTES), "BIRTHMARK_SCORE_BATCH_SIZE": "16"})
+    start_worker(
+        {**env, "BIRTHMARK_MAX_UPLOAD_BYTES": str(MAX_BYTES), "BIRTHMARK_SCORE_BATCH_SIZE": "16"}
+    )
 
-    job_id, created = submit_scoring(prefixes=[{"prefix": "uploads/batch1/", "display": "uploads/batch1/"}],
-                                     job_id=f"job-fifty-{uuid.uuid4().hex[:8]}")
+    job_id, created = submit_scoring(
+        prefixes=[{"prefix": "uploads/batch1/", "display": "uploads/batch1/"}],
+        job_id=f"job-fifty-{uuid.uuid4().hex[:8]}",
+    )
     assert created
     job = _wait(job_id)
     assert job["status"] == "done", job
@@ -61,7 +65,9 @@ def _run_fifty(env: dict, start_worker) -> None:
     parts_before = sorted(o.key for o in st.list(f"results/{job_id}/"))
 
     # Resubmitting the same job id queues nothing and duplicates nothing.
-    again, created = submit_scoring(prefixes=[{"prefix": "uploads/batch1/", "display": "x"}], job_id=job_id)
+    again, created = submit_scoring(
+        prefixes=[{"prefix": "uploads/batch1/", "display": "x"}], job_id=job_id
+    )
     assert (again, created) == (job_id, False)
     time.sleep(1.0)
     assert len(list(results.read_rows(st, job_id))) == 50

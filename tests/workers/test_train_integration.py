@@ -1,4 +1,4 @@
-"""Training through the `train` queue: a real worker, curated data in the store, registry and promotion."""
+"""Training through the `train` queue: a real worker, curated data, registry and promotion."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def test_train_promote_registry_and_rollback(env, curated, start_worker):
 
     start_worker({**env, "BIRTHMARK_TRAIN_IMAGE_SIZE": "32"}, "train")
     runner = CliRunner()
-    res = runner.invoke(app, ["train", "--epochs", "2", "--arch", "resnet10_image", "--wait", "--json"])
+    res = runner.invoke(
+        app, ["train", "--epochs", "2", "--arch", "resnet10_image", "--wait", "--json"]
+    )
     assert res.exit_code == 0, res.output
     job = json.loads(res.stdout)
     assert job["status"] == "done", job
@@ -61,7 +63,9 @@ def test_train_promote_registry_and_rollback(env, curated, start_worker):
     assert b"data:image/png;base64" in st.get(f"models/{first['model_id']}/report.html")
 
     # A second run with other settings: promoted only if it beats the champion on the same holdout.
-    res = runner.invoke(app, ["train", "--epochs", "1", "--arch", "resnet10_multimodal", "--wait", "--json"])
+    res = runner.invoke(
+        app, ["train", "--epochs", "1", "--arch", "resnet10_multimodal", "--wait", "--json"]
+    )
     second = json.loads(res.stdout)["result"]
     assert second["model_id"] != first["model_id"]
     assert second["champion_before"] == first["model_id"]

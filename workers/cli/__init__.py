@@ -1,4 +1,4 @@
-"""The `birthmark` command line (typer + rich): one sub-app per noun, one top-level error handler."""
+"""The `birthmark` command line (typer + rich): a sub-app per noun, one top-level error handler."""
 
 from __future__ import annotations
 

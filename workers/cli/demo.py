@@ -44,7 +44,7 @@ def demo(
     epochs: int = typer.Option(4, min=1, help="Training epochs for the demo model"),
     keep_services: bool = typer.Option(True, help="Leave redis + workers running afterwards"),
 ) -> None:
-    """Generate a sample, curate it, train and publish a model, then score uploads through the queue."""
+    """Generate a sample, curate it, train and publish a model, then score uploads via the queue."""
     settings = get_settings()
     started = time.monotonic()
     _step("1/6 services (embedded redis + workers)")

@@ -1,4 +1,4 @@
-"""`birthmark train` and `birthmark models`: queue a training run; inspect and steer the registry."""
+"""`birthmark train` and `birthmark models`: queue training; inspect and steer the registry."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def train(
         m = res["metrics"]
         console.print(
             f"model [bold]{res['model_id']}[/] on {res['data_version']}: "
-            f"test AUC {m['overall']['roc_auc']:.3f}, phone-like AUC {m['phone_like']['roc_auc']:.3f}"
+            f"test AUC {m['overall']['roc_auc']:.3f}, "
+            f"phone-like AUC {m['phone_like']['roc_auc']:.3f}"
         )
         console.print(("promoted: " if res["promoted"] else "challenger: ") + res["reason"])
     else:

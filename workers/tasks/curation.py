@@ -1,4 +1,4 @@
-"""Tasks on the ``curation`` queue: isic-cli pulls, publishing curated versions, the daily schedule."""
+"""Tasks on the ``curation`` queue: isic-cli pulls, publishing versions, the daily schedule."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import redis
 import curation as curation_lib
 from workers import jobs
 from workers.app import app
-from workers.tasks._base import JobTask
 from workers.curating import publish_version
 from workers.pulls import run_isic_pull
 from workers.runtime import redis_client, store
 from workers.settings import Settings, get_settings
 from workers.store import StoreUnavailable
 from workers.submit import submit_task_job
+from workers.tasks._base import JobTask
 
 TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
 _settings = get_settings()

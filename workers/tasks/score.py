@@ -14,13 +14,13 @@ from celery import group
 import models
 from workers import jobs, registry
 from workers.app import app
-from workers.tasks._base import JobTask
 from workers.results import read_rows, summarize_rows, write_part, write_summary
 from workers.runtime import redis_client, store
 from workers.scoring import Item, ScoringModel, load_scoring_model, score_batch
 from workers.settings import get_settings
 from workers.store import StoreUnavailable
 from workers.submit import request_key, submit_scoring
+from workers.tasks._base import JobTask
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Tasks on the ``train`` queue: a training run (one at a time), and the schedules that start one."""
+"""Tasks on the ``train`` queue: a training run (one at a time) and the schedules that start it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import redis
 import models
 from workers import jobs
 from workers.app import app
-from workers.tasks._base import JobTask
 from workers.runtime import redis_client, store
 from workers.settings import get_settings
 from workers.store import StoreUnavailable
 from workers.submit import submit_task_job
+from workers.tasks._base import JobTask
 from workers.training_run import latest_version, load_manifest, run_training
 
 log = logging.getLogger(__name__)
