@@ -149,6 +149,13 @@ class _Batcher:
     def _image(self, index: int, rng: random.Random | None) -> torch.Tensor:
         image = self.samples[index].load()
         if rng is not None and self.augment is not None:
+            # Augment near the network's resolution: cheaper, and blur/JPEG artefacts then have the
+            # scale they will have in the input. 1.4x leaves room for the random crop.
+            work = round(self.size * 1.4)
+            if min(image.size) > work:
+                scale = work / min(image.size)
+                small = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+                image = image.resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0)
             image = self.augment(image, rng)
         return to_tensor(image, size=self.size)
 
