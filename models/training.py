@@ -107,7 +107,11 @@ class EpochState:
     _pack: Callable[[], bytes] = field(repr=False)
 
     def resume_blob(self) -> bytes:
-        """Everything needed to continue training after this epoch (safetensors + JSON)."""
+        """Everything needed to continue training after this epoch (safetensors + JSON).
+
+        Call it inside ``on_epoch``: it packs the live model and optimizer, so after ``on_epoch``
+        returns and training moves on, it would describe a later state.
+        """
         return self._pack()
 
 
