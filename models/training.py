@@ -271,8 +271,13 @@ def fit(
         _check_resumable(extra["config"], config)
         start, history = int(extra["epoch"]), list(extra["history"])
 
-    train_labels = np.array([int(s.label) for s in train])
-    val_labels = np.array([int(s.label) for s in val])
+    train_labels = np.array([int(s.label) for s in train], dtype=np.int64)
+    val_labels = np.array([int(s.label) for s in val], dtype=np.int64)
+    for name, labels in (("train", train_labels), ("val", val_labels)):
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError(
+                f"{name} labels must be 0 (benign) or 1 (malignant), got {set(labels)}"
+            )
     train_batcher = _Batcher(train, encode_metadata([s.metadata for s in train]), config)
     val_batcher = _Batcher(val, encode_metadata([s.metadata for s in val]), config)
     val_logits = np.zeros((0, 2), np.float32)
