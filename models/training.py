@@ -107,7 +107,11 @@ class EpochState:
     _pack: Callable[[], bytes] = field(repr=False)
 
     def resume_blob(self) -> bytes:
-        """Everything needed to continue training after this epoch (safetensors + JSON)."""
+        """Everything needed to continue training after this epoch (safetensors + JSON).
+
+        Call it inside ``on_epoch``: it packs the live model and optimizer, so after ``on_epoch``
+        returns and training moves on, it would describe a later state.
+        """
         return self._pack()
 
 
@@ -149,6 +153,13 @@ class _Batcher:
     def _image(self, index: int, rng: random.Random | None) -> torch.Tensor:
         image = self.samples[index].load()
         if rng is not None and self.augment is not None:
+            # Augment near the network's resolution: cheaper, and blur/JPEG artefacts then have the
+            # scale they will have in the input. 1.4x leaves room for the random crop.
+            work = round(self.size * 1.4)
+            if min(image.size) > work:
+                scale = work / min(image.size)
+                small = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+                image = image.resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0)
             image = self.augment(image, rng)
         return to_tensor(image, size=self.size)
 
@@ -260,8 +271,13 @@ def fit(
         _check_resumable(extra["config"], config)
         start, history = int(extra["epoch"]), list(extra["history"])
 
-    train_labels = np.array([int(s.label) for s in train])
-    val_labels = np.array([int(s.label) for s in val])
+    train_labels = np.array([int(s.label) for s in train], dtype=np.int64)
+    val_labels = np.array([int(s.label) for s in val], dtype=np.int64)
+    for name, labels in (("train", train_labels), ("val", val_labels)):
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError(
+                f"{name} labels must be 0 (benign) or 1 (malignant), got {set(labels)}"
+            )
     train_batcher = _Batcher(train, encode_metadata([s.metadata for s in train]), config)
     val_batcher = _Batcher(val, encode_metadata([s.metadata for s in val]), config)
     val_logits = np.zeros((0, 2), np.float32)

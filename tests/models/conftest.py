@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -38,3 +39,13 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def photo(rng) -> Image.Image:
     return lesion_image(rng, size=120)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
+    barriers stall whenever a sibling thread is descheduled (tests ran 10-20x slower under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

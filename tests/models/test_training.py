@@ -82,6 +82,8 @@ def test_resume_refuses_a_different_config():
     fit(train, val, config=_tiny_config(epochs=1), on_epoch=lambda s: blobs.append(s.resume_blob()))
     with pytest.raises(ValueError, match="lr: 0.001 -> 0.01"):
         fit(train, val, config=_tiny_config(lr=0.01), resume=blobs[0])
+    with pytest.raises(ValueError, match="labels must be 0"):
+        fit([*train[:3], train[3]._replace(label=2)], val, config=_tiny_config())
     with pytest.raises(ValueError, match="blob"):
         fit(train, val, config=_tiny_config(), resume=b"garbage bytes")
 
