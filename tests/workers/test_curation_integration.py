@@ -123,6 +123,23 @@ def test_isic_cli_pull_through_worker(env, start_worker, monkeypatch):
         dermo = manifest[manifest["image_type"] == "dermoscopic"]
         assert (dermo["phone_verdict"] == "rejected").all()
 
+        # The daily schedule (what beat fires): pull the configured query, then publish.
+        from workers.tasks.curation import scheduled
+
+        monkeypatch.setenv("BIRTHMARK_CURATION_QUERY", "image_type:dermoscopic")
+        monkeypatch.setenv("BIRTHMARK_CURATION_LIMIT", "3")
+        from tests.conftest import reset_caches
+
+        reset_caches()
+        daily = scheduled()
+        assert scheduled() == daily  # a second fire in the same minute is the same job
+        result = _wait(daily)
+        assert result["status"] == "done", result
+        assert result["result"]["version"] == st.read_pointer("curated/LATEST")
+        daily_pull = json.loads(st.get(f"raw/isic/{daily}/pull.json"))
+        assert daily_pull["query"]["search"] == "image_type:dermoscopic"
+        assert daily_pull["counts"]["listed"] == 3
+
 
 def test_import_curate_review_versions(env, start_worker, tmp_path):
     from curation.synthetic import write_isic_sample
