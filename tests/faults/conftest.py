@@ -15,34 +15,38 @@ from tests.conftest import RedisServer, Worker, reset_caches
 
 
 def rebind_celery() -> None:
-    """Point the in-process Celery app at the current BIRTHMARK_REDIS_URL.
+    """Make the in-process Celery app re-read its broker from the current environment.
 
-    Celery reads ``broker_url`` once and keeps a connection pool; tests here use several brokers.
+    Celery reads ``broker_url`` once and keeps connection pools; tests here use several brokers.
+    The configuration is re-read lazily, on next use, as on a fresh import (so other test packages
+    that rely on that still work after this one).
     """
-    from workers.app import app
-    from workers.runtime import redis_url
+    import threading
 
-    url = redis_url()
-    app.conf.broker_url = url
-    app.conf.result_backend = url
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    from workers.app import app
+
+    app.config_from_object(app._config_source, force=True)
+    # Drop, not close: kombu's global producer registry may still hand out the old pool for the
+    # old URL, which a later block binding that URL again reuses.
+    app._pool = None
     app.amqp._producer_pool = None
+    app._local = threading.local()  # the thread's cached result backend
 
 
 @contextmanager
 def bound(env: dict[str, str]) -> Iterator[dict[str, str]]:
     """Set ``env`` in this process (settings, store, redis client, Celery broker) for a block."""
-    with pytest.MonkeyPatch.context() as mp:
+    mp = pytest.MonkeyPatch()
+    try:
         for key, value in env.items():
             mp.setenv(key, value)
         reset_caches()
         rebind_celery()
-        try:
-            yield env
-        finally:
-            reset_caches()
+        yield env
+    finally:
+        mp.undo()
+        reset_caches()
+        rebind_celery()
 
 
 def base_env(root: Path, redis_url: str, **extra: str) -> dict[str, str]:
@@ -96,3 +100,44 @@ def aws_credentials() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+MAX_UPLOAD_BYTES = 1_000_000
+
+
+class ScoringService:
+    """A private redis-server, a fresh bucket on the session's S3 server and one score worker."""
+
+    def __init__(self, env: dict[str, str], redis: RedisServer, worker: Worker) -> None:
+        self.env = env
+        self.redis = redis
+        self.worker = worker
+
+
+@pytest.fixture(scope="session")
+def scoring_service(tmp_path_factory, s3_server) -> Iterator[ScoringService]:
+    """Shared by the tests that need a healthy worker (bad uploads, idempotency, pickle refusal):
+    one worker start (~7 s) instead of one per test. Tests use their own key prefixes and jobs."""
+    from tests.workers.helpers import publish_tiny_champion
+    from workers.runtime import store
+
+    root = tmp_path_factory.mktemp("scoring-service")
+    server = RedisServer(root / "redis")
+    server.start()
+    env = base_env(
+        root,
+        server.url,
+        BIRTHMARK_STORE=f"s3://faults-{uuid.uuid4().hex[:8]}",
+        BIRTHMARK_S3_ENDPOINT_URL=s3_server,
+        BIRTHMARK_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
+        BIRTHMARK_SCORE_BATCH_SIZE="8",
+    )
+    pool = Workers(root)
+    try:
+        with bound(env):
+            publish_tiny_champion(store())
+        worker = pool.start(env)
+        yield ScoringService(env, server, worker)
+    finally:
+        pool.close()
+        server.stop()
