@@ -103,6 +103,7 @@ def aws_credentials() -> None:
 
 
 MAX_UPLOAD_BYTES = 1_000_000
+SERVICE_BATCH = 4
 
 
 class ScoringService:
@@ -116,13 +117,14 @@ class ScoringService:
 
 @pytest.fixture(scope="session")
 def scoring_service(tmp_path_factory, s3_server) -> Iterator[ScoringService]:
-    """Shared by the tests that need a healthy worker (bad uploads, idempotency, pickle refusal):
-    one worker start (~7 s) instead of one per test. Tests use their own key prefixes and jobs."""
+    """Shared by the tests that need one worker (bad uploads, idempotency, pickle refusal, Redis
+    restart): one worker start (~7 s) instead of one per test. Tests use their own keys and jobs."""
     from tests.workers.helpers import publish_tiny_champion
     from workers.runtime import store
 
     root = tmp_path_factory.mktemp("scoring-service")
-    server = RedisServer(root / "redis")
+    # Append-only and on a fixed port: the Redis-restart test stops and restarts it.
+    server = RedisServer(root / "redis", appendonly=True)
     server.start()
     env = base_env(
         root,
@@ -130,7 +132,8 @@ def scoring_service(tmp_path_factory, s3_server) -> Iterator[ScoringService]:
         BIRTHMARK_STORE=f"s3://faults-{uuid.uuid4().hex[:8]}",
         BIRTHMARK_S3_ENDPOINT_URL=s3_server,
         BIRTHMARK_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
-        BIRTHMARK_SCORE_BATCH_SIZE="8",
+        BIRTHMARK_SCORE_BATCH_SIZE=str(SERVICE_BATCH),
+        BIRTHMARK_VISIBILITY_TIMEOUT_S="10",
     )
     pool = Workers(root)
     try:

@@ -17,11 +17,9 @@ What happens, found by these tests:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import RedisServer
 from tests.faults._support import (
     assert_one_row_per_input,
     job_status,
@@ -30,38 +28,11 @@ from tests.faults._support import (
     wait_for,
     wait_job,
 )
-from tests.faults.conftest import Workers, base_env, bound
-from tests.workers.helpers import publish_tiny_champion
+from tests.faults.conftest import SERVICE_BATCH, bound
 
 pytestmark = pytest.mark.integration
 
-BATCH = 3
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Iterator[tuple[RedisServer, dict[str, str]]]:
-    """An append-only redis-server on a fixed port and one score worker, shared by this module."""
-    from workers.runtime import store
-
-    root = tmp_path_factory.mktemp("redis-restart")
-    server = RedisServer(root / "redis", appendonly=True)
-    server.start()
-    env = base_env(
-        root,
-        server.url,
-        BIRTHMARK_SCORE_BATCH_SIZE=str(BATCH),
-        BIRTHMARK_VISIBILITY_TIMEOUT_S="4",
-        BIRTHMARK_SCORE_PREFETCH_THREADS="1",
-    )
-    pool = Workers(root)
-    try:
-        with bound(env):
-            publish_tiny_champion(store())
-            pool.start(env)
-            yield server, env
-    finally:
-        pool.close()
-        server.stop()
+BATCH = SERVICE_BATCH
 
 
 def _upload(st, name: str, n: int) -> list[str]:
@@ -71,14 +42,17 @@ def _upload(st, name: str, n: int) -> list[str]:
     return keys
 
 
-def test_redis_restart_mid_job_completes_on_its_own(service):
+def test_redis_restart_mid_job_completes_on_its_own(scoring_service):
     from workers import results
     from workers.runtime import store
     from workers.submit import submit_scoring
 
-    server, _ = service
-    st = store()
-    keys = _upload(st, "restart", 60)
+    with bound(scoring_service.env):
+        _restart_mid_job(scoring_service.redis, store(), submit_scoring, results)
+
+
+def _restart_mid_job(server, st, submit_scoring, results) -> None:
+    keys = _upload(st, "restart", 48)
     job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
     wait_for(lambda: part_count(st, job_id) >= 1, timeout=60, interval=0.01, what="a part")
     server.stop()  # SIGTERM: redis-server fsyncs its AOF and exits
@@ -93,7 +67,12 @@ def test_redis_restart_mid_job_completes_on_its_own(service):
     assert (job["done"], job["errors"]) == (len(keys), 0)
 
 
-def test_lost_queue_is_completed_by_jobs_resume(service):
+def test_lost_queue_is_completed_by_jobs_resume(scoring_service):
+    with bound(scoring_service.env):
+        _lost_queue()
+
+
+def _lost_queue() -> None:
     from typer.testing import CliRunner
 
     from workers import results

@@ -1,4 +1,4 @@
-"""Fault: the S3 server goes away for ~8 s mid-job and comes back on the same address.
+"""Fault: the S3 server goes away for ~6 s mid-job and comes back on the same address.
 
 What happens: reads and writes fail with connection errors after botocore's own retries; the store
 raises ``StoreUnavailable`` and the tasks' ``autoretry_for`` re-runs the batch with exponential
@@ -29,9 +29,9 @@ from tests.workers.helpers import publish_tiny_champion
 
 pytestmark = pytest.mark.integration
 
-N_INPUTS = 45
+N_INPUTS = 30
 BATCH = 3
-OUTAGE_S = 8
+OUTAGE_S = 6
 
 
 def _moto(port: int):

@@ -23,7 +23,7 @@ from tests.workers.helpers import publish_tiny_champion
 
 pytestmark = pytest.mark.integration
 
-N_INPUTS = 48
+N_INPUTS = 30
 BATCH = 3
 
 
