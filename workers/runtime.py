@@ -6,6 +6,8 @@ from functools import lru_cache
 from urllib.parse import urlparse, urlunparse
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from workers.embedded import ensure_redis
 from workers.settings import Settings, get_settings
@@ -45,10 +47,20 @@ def redact_url(url: str) -> str:
     return urlunparse(parsed._replace(netloc=f"***@{host}"))
 
 
+# Job bookkeeping rides out a Redis restart (about 30 s) instead of failing the task: a task that
+# fails here cannot retry either, because Celery's retry must publish to the same Redis.
+_REDIS_RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=18)
+
+
 @lru_cache(maxsize=1)
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(
-        redis_url(), decode_responses=True, socket_timeout=10, health_check_interval=30
+        redis_url(),
+        decode_responses=True,
+        socket_timeout=10,
+        health_check_interval=30,
+        retry=_REDIS_RETRY,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
 
 

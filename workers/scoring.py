@@ -17,14 +17,19 @@ from PIL import Image
 import models
 from workers.store import InvalidKey, ObjectMissing, ObjectTooLarge, Store, validate_key
 
-__all__ = ["Item", "ScoringModel", "score_batch", "load_scoring_model"]
+__all__ = ["Item", "ModelUnavailable", "ScoringModel", "score_batch", "load_scoring_model"]
 
 log = logging.getLogger(__name__)
 
 ERROR_KINDS = (
     "empty", "not_an_image", "unreadable", "decompression_bomb", "too_large", "unsupported",
     "missing", "invalid_key", "forbidden_key", "duplicate_input", "no_model",
+    "model_unavailable",
 )  # fmt: skip
+
+
+class ModelUnavailable(RuntimeError):
+    """The champion cannot be loaded (checksum mismatch, missing card or weights)."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,13 @@ def load_scoring_model(
 ) -> ScoringModel:
     from workers import registry
 
-    card = registry.read_card(store, model_id)
     device = str(models.resolve_device(device))
-    net = models.load_checkpoint(registry.read_weights(store, model_id), card, device=device)
+    try:
+        card = registry.read_card(store, model_id)
+        net = models.load_checkpoint(registry.read_weights(store, model_id), card, device=device)
+    except (models.ChecksumError, ObjectMissing, ValueError) as err:
+        # A corrupt or half-published model must not crash batches: its inputs become error rows.
+        raise ModelUnavailable(f"model {model_id} cannot be loaded: {err}") from err
     return ScoringModel(model_id, models.Predictor(net, card, device=device), threshold)
 
 
@@ -126,14 +135,21 @@ def score_batch(
     chunk: int = 16,
 ) -> list[dict[str, Any]]:
     """Rows for ``items`` in input order; downloads/decodes overlap with inference."""
-    scoring = model()
+    unavailable = None
+    try:
+        scoring = model()
+    except ModelUnavailable as err:
+        log.error("%s", err)
+        scoring, unavailable = None, str(err)
     rows: list[dict[str, Any]] = []
     pending: list[_Fetched] = []
 
     def flush() -> None:
         if not pending:
             return
-        if scoring is None:
+        if unavailable is not None:
+            rows.extend(_error(f.item, "model_unavailable", unavailable) for f in pending)
+        elif scoring is None:
             rows.extend(
                 _error(f.item, "no_model", "no champion model; run `birthmark train`")
                 for f in pending
@@ -143,19 +159,22 @@ def score_batch(
                 [f.image for f in pending], [dict(f.item.metadata or {}) for f in pending]
             )
             for f, p in zip(pending, probs, strict=True):
-                rows.append(
-                    {
-                        "key": f.item.source,
-                        "object_key": f.item.key,
-                        "status": "ok",
-                        "probability": round(float(p), 6),
-                        "label": "malignant" if p >= scoring.threshold else "benign",
-                        "quality": f.quality,
-                        "width": f.size[0],
-                        "height": f.size[1],
-                        "model_id": scoring.model_id,
-                    }
-                )
+                row = {
+                    "key": f.item.source,
+                    "object_key": f.item.key,
+                    "status": "ok",
+                    "probability": round(float(p), 6),
+                    "label": "malignant" if p >= scoring.threshold else "benign",
+                    "quality": f.quality,
+                    "width": f.size[0],
+                    "height": f.size[1],
+                    "model_id": scoring.model_id,
+                }
+                # Bad metadata never fails a row: it is scored as missing and the row says why.
+                problems = models.metadata_problems(f.item.metadata)
+                if problems:
+                    row["warnings"] = problems
+                rows.append(row)
         pending.clear()
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch") as pool:

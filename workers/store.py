@@ -303,9 +303,15 @@ class S3Store:
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (MinIO/moto convenience)."""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as err:
+                if _is_transient(err):
+                    raise StoreUnavailable(f"S3 head_bucket {self.bucket}: {err}") from err
+                self.client.create_bucket(Bucket=self.bucket)
+        except _TRANSIENT as err:
+            # A worker's first store use may meet an outage: retryable, not a task failure.
+            raise StoreUnavailable(f"S3 unreachable: {type(err).__name__}") from err
 
 
 def open_store(uri: str, *, endpoint_url: str | None = None, region: str = "us-east-1") -> Store:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import typer
@@ -90,8 +91,6 @@ def results_(
         write_rows(out, rows)
         console.print(f"{len(rows)} rows written to {out}")
     elif as_json:
-        import json
-
         for r in rows:
             print(json.dumps(r, ensure_ascii=False))
     else:
@@ -113,15 +112,18 @@ def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
             f"{job_id} is a {job['kind']} job; only scoring jobs resume by batch"
         )
     st = store()
-    written = {
-        int(o.key.rsplit("-", 1)[1].split(".")[0]) for o in st.list(f"results/{job_id}/part-")
-    }
     r = redis_client()
-    # Parts already in the store count as complete even if Redis lost the record of them.
-    for index in written:
-        r.sadd(f"birthmark:job:{job_id}:batches", index)
+    written = 0
+    # Parts already in the store count as complete even if Redis lost the record of them; counting
+    # their rows (once per batch) keeps the job's done/errors totals right.
+    for obj in st.list(f"results/{job_id}/part-"):
+        index = int(obj.key.rsplit("-", 1)[1].split(".")[0])
+        rows = [json.loads(line) for line in st.get(obj.key).decode().splitlines() if line.strip()]
+        errors = sum(row["status"] == "error" for row in rows)
+        jobstore.complete_batch(r, job_id, index, rows=len(rows), errors=errors)
+        written += 1
     jobstore.update_job(r, job_id, status="running")
     plan.delay(job_id)
-    console.print(f"resumed {job_id}: {len(written)} batches already written")
+    console.print(f"resumed {job_id}: {written} batches already written")
     if wait:
         wait_for_job(job_id)

@@ -89,7 +89,11 @@ def plan(job_id: str) -> int:
         finalize.delay(job_id)
         return 0
     done = r.smembers(f"birthmark:job:{job_id}:batches")
-    group(batch.s(job_id, i, b) for i, b in enumerate(batches) if str(i) not in done).apply_async()
+    todo = [batch.s(job_id, i, b) for i, b in enumerate(batches) if str(i) not in done]
+    if not todo:  # resumed after every part was written: only the summary is missing
+        finalize.delay(job_id)
+        return len(batches)
+    group(todo).apply_async()
     return len(batches)
 
 

@@ -1,0 +1,71 @@
+"""Polling with deadlines, job waiting and small inputs shared by the fault tests."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import redis
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout:g} s")
+        time.sleep(interval)
+
+
+def job_status(job_id: str) -> dict[str, Any] | None:
+    """The job record, or None while Redis is unreachable (a fault may be in progress)."""
+    from workers import jobs
+    from workers.runtime import redis_client
+
+    try:
+        return jobs.get_job(redis_client(), job_id)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return None
+
+
+def wait_job(job_id: str, *, timeout: float = 90.0) -> dict[str, Any]:
+    def finished():
+        job = job_status(job_id)
+        return job if job and job["status"] in ("done", "failed") else None
+
+    return wait_for(finished, timeout=timeout, interval=0.2, what=f"job {job_id} finished")
+
+
+def part_count(store, job_id: str) -> int:
+    return sum(1 for _ in store.list(f"results/{job_id}/part-"))
+
+
+def assert_one_row_per_input(rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """Exactly one row per input key: none lost, none duplicated."""
+    counts = Counter(r["key"] for r in rows)
+    duplicated = {k: n for k, n in counts.items() if n > 1}
+    assert not duplicated, f"duplicated rows: {duplicated}"
+    lost, extra = sorted(set(keys) - set(counts)), sorted(set(counts) - set(keys))
+    assert not lost and not extra, f"lost: {lost[:10]}, extra: {extra[:10]}"
+
+
+@lru_cache(maxsize=16)
+def _jpeg(i: int, size: tuple[int, int]) -> bytes:
+    from tests.workers.helpers import good_jpeg
+
+    return good_jpeg(i, size=size)
+
+
+def sample_jpeg(i: int, *, size: tuple[int, int] = (640, 480)) -> bytes:
+    """Photo-like JPEGs, 8 distinct ones reused: generating each costs ~0.1 s of test time."""
+    return _jpeg(i % 8, size)

@@ -1,0 +1,106 @@
+"""Fault: Redis (broker and job state) restarts mid-job; Redis loses its queues.
+
+What happens, found by these tests:
+
+- Redis restarts (append-only file on, down a few seconds): the job completes on its own. The
+  worker's Celery consumer reconnects (``broker_connection_retry``); job bookkeeping calls
+  (``workers.runtime.redis_client``) retry for about 30 s instead of failing, which matters because
+  a failed task cannot retry either: Celery's retry publishes to the same, unreachable Redis and
+  the message is then dropped (``Reject(requeue=False)``). The queue and the unacknowledged
+  messages come back from the AOF.
+- Redis loses its queued messages (a restart without persistence, an outage longer than the ~30 s
+  the client rides out, a flush): the job record stays ``running`` with parts missing.
+  ``birthmark jobs resume JOB`` completes it: parts already written are counted once, the plan
+  re-queues only the batches without a part, and the job is finalized even when every part exists.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults._support import (
+    assert_one_row_per_input,
+    job_status,
+    part_count,
+    sample_jpeg,
+    wait_for,
+    wait_job,
+)
+from tests.faults.conftest import SERVICE_BATCH, bound
+
+pytestmark = pytest.mark.integration
+
+BATCH = SERVICE_BATCH
+
+
+def _upload(st, name: str, n: int) -> list[str]:
+    keys = [f"uploads/{name}/{i:03d}.jpg" for i in range(n)]
+    for i, key in enumerate(keys):
+        st.put(key, sample_jpeg(i))
+    return keys
+
+
+def test_redis_restart_mid_job_completes_on_its_own(scoring_service):
+    from workers import results
+    from workers.runtime import store
+    from workers.submit import submit_scoring
+
+    with bound(scoring_service.env):
+        _restart_mid_job(scoring_service.redis, store(), submit_scoring, results)
+
+
+def _restart_mid_job(server, st, submit_scoring, results) -> None:
+    keys = _upload(st, "restart", 48)
+    job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
+    wait_for(lambda: part_count(st, job_id) >= 1, timeout=60, interval=0.01, what="a part")
+    server.stop()  # SIGTERM: redis-server fsyncs its AOF and exits
+    assert part_count(st, job_id) < len(keys) // BATCH, "job finished before the fault"
+    time.sleep(3)
+    server.start()  # same port and directory: the AOF is replayed
+    job = wait_job(job_id, timeout=90)
+    assert job["status"] == "done", job
+    rows = list(results.read_rows(st, job_id))
+    assert_one_row_per_input(rows, keys)
+    assert all(r["status"] == "ok" for r in rows)
+    assert (job["done"], job["errors"]) == (len(keys), 0)
+
+
+def test_lost_queue_is_completed_by_jobs_resume(scoring_service):
+    with bound(scoring_service.env):
+        _lost_queue()
+
+
+def _lost_queue() -> None:
+    from typer.testing import CliRunner
+
+    from workers import results
+    from workers.cli import app as cli
+    from workers.runtime import redis_client, store
+    from workers.submit import submit_scoring
+
+    st, r = store(), redis_client()
+    keys = _upload(st, "lost", 36)
+    job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
+    wait_for(lambda: part_count(st, job_id) >= 1, timeout=60, interval=0.01, what="a part")
+    r.delete("score")  # the queued batches are gone; the job record survives
+    time.sleep(1.5)  # the batch in flight (if any) finishes
+    written = part_count(st, job_id)
+    assert written < len(keys) // BATCH
+    assert job_status(job_id)["status"] == "running"
+
+    out = CliRunner().invoke(cli, ["jobs", "resume", job_id])
+    assert out.exit_code == 0, out.output
+    assert f"{written} batches already written" in out.output
+    job = wait_job(job_id, timeout=60)
+    assert job["status"] == "done", job
+    rows = list(results.read_rows(st, job_id))
+    assert_one_row_per_input(rows, keys)
+    assert (job["done"], job["errors"]) == (len(keys), 0)
+
+    # Resuming a finished job again is harmless: same rows, same totals.
+    assert CliRunner().invoke(cli, ["jobs", "resume", job_id]).exit_code == 0
+    job = wait_job(job_id, timeout=30)
+    assert_one_row_per_input(list(results.read_rows(st, job_id)), keys)
+    assert job["done"] == len(keys)

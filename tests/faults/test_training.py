@@ -1,0 +1,123 @@
+"""Training faults: beat fires twice, two runs overlap, a training worker is SIGKILLed."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import models
+from tests.faults._support import job_status, wait_for, wait_job
+from tests.faults.conftest import base_env, bound
+
+pytestmark = pytest.mark.integration
+
+
+def test_beat_firing_twice_at_once_queues_one_run(tmp_path, private_redis):
+    from workers import jobs
+    from workers.runtime import redis_client
+    from workers.tasks.train import scheduled
+
+    with bound(base_env(tmp_path, private_redis.url)):
+        r = redis_client()
+        start = threading.Barrier(2)
+        ids: list[str] = []
+
+        def fire() -> None:
+            start.wait()
+            ids.append(scheduled.apply().get())  # what a worker runs for each beat message
+
+        threads = [threading.Thread(target=fire) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(ids) == 2 and ids[0] == ids[1]
+        assert [j["id"] for j in jobs.list_jobs(r, kind="train")] == [ids[0]]
+        assert r.llen("train") == 1  # one train.run message for the workers
+
+
+def test_second_concurrent_run_is_skipped_by_the_lock(tmp_path, private_redis):
+    from workers import jobs
+    from workers.runtime import redis_client
+    from workers.tasks.train import LOCK, run
+
+    with bound(base_env(tmp_path, private_redis.url)):
+        r = redis_client()
+        first, _ = jobs.create_job(r, kind="train", params={})
+        second, _ = jobs.create_job(r, kind="train", params={})
+        assert jobs.acquire_lock(r, LOCK, first, ttl_s=60)  # run `first` is training right now
+
+        outcome = run.apply(args=[second]).get()
+        assert outcome == {"skipped": True, "running": first}
+        assert job_status(second)["status"] == "skipped"
+        assert r.get(f"birthmark:lock:{LOCK}") == first  # the skipped run left the lock alone
+
+        # A redelivered `first` (same owner) may take its own lock again; with no curated data
+        # it cannot train, and it releases the lock whatever the error.
+        run.apply(args=[first])
+        assert job_status(first)["status"] != "skipped"
+        assert r.get(f"birthmark:lock:{LOCK}") is None
+
+
+def _publish_tiny_dataset(st, n: int = 24) -> str:
+    import curation
+    from curation.synthetic import jpeg_bytes, make_lesion_image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        key = f"raw/isic/test/ISIC_{i:07d}.jpg"
+        st.put(key, jpeg_bytes(make_lesion_image(rng, malignant=bool(i % 2), size=(96, 72))))
+        rows.append(
+            {
+                "isic_id": f"ISIC_{i:07d}",
+                "key": key,
+                "malignant": float(i % 2),
+                "age_approx": 50.0,
+                "sex": "female",
+                "anatom_site_general": "back",
+                "copyright_license": "CC-0",
+                "verdict": "accepted",
+                "included": True,
+                "split": ("train", "train", "val", "test")[i % 4],
+            }
+        )
+    version = "v-faults"
+    st.put(f"curated/{version}/manifest.parquet", curation.manifest_to_parquet(pd.DataFrame(rows)))
+    st.write_pointer("curated/LATEST", version)
+    return version
+
+
+@pytest.mark.skipif(
+    not hasattr(models, "fit"), reason="models.fit (resumable training) is not merged yet"
+)
+def test_training_worker_sigkill_resumes_at_last_epoch(tmp_path, private_redis, workers):
+    from workers.runtime import store
+    from workers.submit import submit_task_job
+    from workers.tasks.train import run
+
+    env = base_env(tmp_path, private_redis.url, BIRTHMARK_VISIBILITY_TIMEOUT_S="4")
+    with bound(env):
+        st = store()
+        _publish_tiny_dataset(st)
+        first = workers.start(env, "train")
+        params = {"epochs": 4, "image_size": 32, "batch_size": 8, "augment": False}
+        job_id, _ = submit_task_job(run, kind="train", params=params)
+        wait_for(
+            lambda: (job_status(job_id) or {}).get("done", 0) >= 1,
+            timeout=120,
+            what="one epoch checkpointed",
+        )
+        first.kill()
+        assert job_status(job_id)["status"] == "running"
+        assert st.exists(f"models/runs/{job_id}/resume.bin")
+
+        second = workers.start(env, "train")
+        job = wait_job(job_id, timeout=180)
+        assert job["status"] == "done", job
+        assert "resumes from its last checkpoint" in second.output()
+        assert job["done"] == job["total"] == 4
+        assert st.exists(f"models/{job['result']['model_id']}/card.json")

@@ -1,0 +1,76 @@
+"""Fault: a scoring worker is SIGKILLed mid-job.
+
+The batch it was running stays unacknowledged in Redis (``task_acks_late``); kombu's Redis
+transport puts it back on the queue once it is older than the visibility timeout (a running worker
+checks every 10 s, and a starting worker checks at once). Batches never started are still queued.
+A fresh worker therefore finishes the job; part files are keyed by batch, so a batch that runs
+twice overwrites itself and the job has exactly one row per input.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults._support import (
+    assert_one_row_per_input,
+    part_count,
+    sample_jpeg,
+    wait_for,
+    wait_job,
+)
+from tests.faults.conftest import base_env, bound
+from tests.workers.helpers import publish_tiny_champion
+
+pytestmark = pytest.mark.integration
+
+N_INPUTS = 30
+BATCH = 3
+
+
+def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path, private_redis, workers):
+    from workers import results
+    from workers.runtime import redis_client, store
+    from workers.submit import submit_scoring
+
+    env = base_env(
+        tmp_path,
+        private_redis.url,
+        BIRTHMARK_SCORE_BATCH_SIZE=str(BATCH),
+        BIRTHMARK_VISIBILITY_TIMEOUT_S="4",
+        BIRTHMARK_SCORE_PREFETCH_THREADS="1",
+    )
+    with bound(env):
+        st = store()
+        publish_tiny_champion(st)
+        keys = [f"uploads/kill/{i:03d}.jpg" for i in range(N_INPUTS)]
+        for i, key in enumerate(keys):
+            st.put(key, sample_jpeg(i))
+        first = workers.start(env)
+        job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
+        n_batches = N_INPUTS // BATCH
+        r = redis_client()
+        # Kill while a batch runs: 2 parts written and one message taken but not acknowledged.
+        wait_for(
+            lambda: part_count(st, job_id) >= 2 and r.hlen("unacked") == 1,
+            timeout=60,
+            interval=0.01,
+            what="a batch in flight after 2 parts",
+        )
+        first.kill()  # SIGKILL to the whole process group, mid-batch
+        written = part_count(st, job_id)
+        assert written < n_batches, "the job finished before the kill; make it slower"
+        # The batch that was running is unacknowledged: only the visibility timeout brings it back.
+        assert r.hlen("unacked") == 1
+
+        second = workers.start(env)
+        job = wait_job(job_id, timeout=90)
+        assert job["status"] == "done", job
+        rows = list(results.read_rows(st, job_id))
+        assert_one_row_per_input(rows, keys)
+        assert all(r["status"] == "ok" for r in rows)
+        assert part_count(st, job_id) == n_batches
+        assert (job["done"], job["errors"]) == (N_INPUTS, 0)
+        summary = results.read_summary(st, job_id)
+        assert (summary["total"], summary["ok"]) == (N_INPUTS, N_INPUTS)
+        assert r.hlen("unacked") == 0
+        assert "score.batch" in second.output()
