@@ -52,13 +52,14 @@ class ScoringModel:
 
 
 def load_scoring_model(
-    store: Store, model_id: str, *, device: str, threshold: float
+    store: Store, model_id: str, *, device: str, threshold: float, compile: bool = False
 ) -> ScoringModel:
     from workers import registry
 
     card = registry.read_card(store, model_id)
     net = models.load_checkpoint(registry.read_weights(store, model_id), card, device=device)
-    return ScoringModel(model_id, models.Predictor(net, card, device=device), threshold)
+    predictor = models.Predictor(net, card, device=device, compile=compile)
+    return ScoringModel(model_id, predictor, threshold)
 
 
 def _error(item: Item, kind: str, message: str) -> dict[str, Any]:

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     watch_prefix: str = "uploads/"
     watch_interval_s: float = Field(default=30.0, gt=0)
     compile_model: bool = Field(default=False, description="torch.compile the scoring model.")
+    score_torch_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="torch intra-op threads per score worker; 0 = all cores (one worker per host).",
+    )
 
     # --- curation -------------------------------------------------------------------------
     curation_query: str = Field(default="", description="isic-cli --search for the daily pull.")
