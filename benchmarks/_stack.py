@@ -134,10 +134,13 @@ class S3Server:
         for var, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                            ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
             os.environ.setdefault(var, value)
+
+        class _Quiet(MotoRequestHandler):
+            def log_request(self, *args, **kwargs) -> None:  # one line per request is noise here
+                pass
+
         self.app = _Counting(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(
-            "127.0.0.1", self.port, self.app, True, request_handler=MotoRequestHandler
-        )
+        self._server = make_server("127.0.0.1", self.port, self.app, True, request_handler=_Quiet)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         wait_port(self.port)
