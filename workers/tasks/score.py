@@ -45,7 +45,7 @@ def current_model() -> ScoringModel | None:
     if model_id not in _loaded:
         settings = get_settings()
         if not _loaded:
-            models.set_threads(settings.score_torch_threads or None)
+            models.set_threads(settings.score_torch_thread_count)
         _loaded.clear()
         _loaded[model_id] = load_scoring_model(
             st,
