@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import statistics
+import time
 
 import torch
 import torchvision.io
@@ -10,7 +12,6 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image
 
 import models
-from benchmarks._timing import median_rate
 
 __all__ = ["decode_rates", "naive_pillow", "ours", "torchvision_jpeg"]
 
@@ -30,16 +31,24 @@ def torchvision_jpeg(data: bytes):
 
 
 def decode_rates(blobs: list[bytes], *, torchvision: bool, repeats: int = 3) -> dict[str, float]:
-    """img/s of each path on ``blobs`` (torch limited to one thread so every path gets one core)."""
+    """img/s of each path on ``blobs``, round-robin (so all see the same load), median per path.
+
+    torch is limited to one thread so every path gets one core, as Pillow has.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    paths = {"ours": ours, "pillow": naive_pillow}
+    if torchvision:
+        paths["torchvision"] = torchvision_jpeg
+    seconds: dict[str, list[float]] = {name: [] for name in paths}
     try:
-        paths = {"ours": ours, "pillow": naive_pillow}
-        if torchvision:
-            paths["torchvision"] = torchvision_jpeg
-        return {
-            name: median_rate(lambda f=f: [f(b) for b in blobs], len(blobs), repeats=repeats)
-            for name, f in paths.items()
-        }
+        for round_ in range(max(1, repeats) + 1):  # round 0 is the warm-up
+            for name, f in paths.items():
+                start = time.perf_counter()
+                for data in blobs:
+                    f(data)
+                if round_:
+                    seconds[name].append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
+    return {name: len(blobs) / statistics.median(s) for name, s in seconds.items()}
