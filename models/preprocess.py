@@ -40,8 +40,27 @@ def to_tensor(
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def to_batch(images: Sequence[Image.Image], *, size: int = 224, **kwargs) -> torch.Tensor:
-    """Several images as one ``[N, 3, size, size]`` tensor (see ``to_tensor``)."""
+def to_batch(
+    images: Sequence[Image.Image],
+    *,
+    size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Several images as one ``[N, 3, size, size]`` tensor (see ``to_tensor``), channels_last.
+
+    The uint8 crops are stacked as NHWC, so the NCHW view is already channels_last (what the
+    convolutions want) and normalisation is one vectorised pass instead of one per image.
+    """
     if not images:
         return torch.empty((0, 3, size, size))
-    return torch.stack([to_tensor(image, size=size, **kwargs) for image in images])
+    crops = np.stack(
+        [
+            np.asarray(resize_center_crop(im if im.mode == "RGB" else im.convert("RGB"), size=size))
+            for im in images
+        ]
+    )
+    batch = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
+    scale = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    return batch.sub_(shift).div_(scale)

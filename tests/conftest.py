@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+# The real services live in one importable module so the benchmarks start them the same way.
+from benchmarks._stack import (  # noqa: F401 (re-exported for tests)
+    REPO,
+    RedisServer,
+    S3Server,
+    Worker,
+    free_port,
+    reset_caches,
+    wait_port,
+)
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+<<<<<<< HEAD
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,6 +76,8 @@ class RedisServer:
             self.proc.wait(10)
 
 
+=======
+>>>>>>> bench
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
@@ -81,27 +88,10 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
-    """moto's ThreadedMotoServer: real S3 over HTTP on loopback."""
-    from moto.server import ThreadedMotoServer
-
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    wait_port(port)
-    yield f"http://127.0.0.1:{port}"
+    """moto's S3 over HTTP on loopback (see ``benchmarks._stack.S3Server``)."""
+    server = S3Server().start()
+    yield server.url
     server.stop()
-
-
-def reset_caches() -> None:
-    from workers import runtime, settings
-
-    settings.get_settings.cache_clear()
-    runtime.redis_url.cache_clear()
-    runtime.redis_client.cache_clear()
-    runtime.store.cache_clear()
 
 
 @pytest.fixture
@@ -128,57 +118,6 @@ def s3_env(env, monkeypatch, s3_server) -> dict[str, str]:
     monkeypatch.setenv("BIRTHMARK_S3_ENDPOINT_URL", s3_server)
     reset_caches()
     return {**env, "BIRTHMARK_STORE": f"s3://{bucket}", "BIRTHMARK_S3_ENDPOINT_URL": s3_server}
-
-
-class Worker:
-    """A real `celery worker` subprocess for the given queues."""
-
-    def __init__(self, env: dict[str, str], queues: str, log: Path, *, pool: str = "solo") -> None:
-        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-        self.queues = queues
-        self.log = log
-        self.pool = pool
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60.0) -> Worker:
-        name = f"{self.queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@test"
-        args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", self.queues,
-                "-n", name, "--pool", self.pool, "--concurrency", "1", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-        self.fh = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            args,
-            env=self.env,
-            cwd=REPO,
-            stdout=self.fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
-            if b"ready." in self.log.read_bytes():
-                return self
-            time.sleep(0.1)
-        raise TimeoutError(f"worker not ready: {self.log.read_text()[-3000:]}")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.fh.close()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture

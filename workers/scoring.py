@@ -57,7 +57,7 @@ class ScoringModel:
 
 
 def load_scoring_model(
-    store: Store, model_id: str, *, device: str, threshold: float
+    store: Store, model_id: str, *, device: str, threshold: float, compile: bool = False
 ) -> ScoringModel:
     from workers import registry
 
@@ -68,7 +68,8 @@ def load_scoring_model(
     except (models.ChecksumError, ObjectMissing, ValueError) as err:
         # A corrupt or half-published model must not crash batches: its inputs become error rows.
         raise ModelUnavailable(f"model {model_id} cannot be loaded: {err}") from err
-    return ScoringModel(model_id, models.Predictor(net, card, device=device), threshold)
+    predictor = models.Predictor(net, card, device=device, compile=compile)
+    return ScoringModel(model_id, predictor, threshold)
 
 
 def _error(item: Item, kind: str, message: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ No other module reads ``os.environ`` for configuration.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,6 +55,17 @@ class Settings(BaseSettings):
     watch_prefix: str = "uploads/"
     watch_interval_s: float = Field(default=30.0, gt=0)
     compile_model: bool = Field(default=False, description="torch.compile the scoring model.")
+    score_torch_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="torch intra-op threads per score worker; 0 = auto: all cores but one, which "
+        "is left to the fetch/decode threads (on 2 cores, 1 thread scored 1.3-1.8x faster than 2).",
+    )
+
+    @property
+    def score_torch_thread_count(self) -> int:
+        return self.score_torch_threads or max(1, (os.cpu_count() or 1) - 1)
 
     # --- curation -------------------------------------------------------------------------
     curation_query: str = Field(default="", description="isic-cli --search for the daily pull.")

@@ -49,3 +49,19 @@ def test_predict_probabilities_batches_and_temperature(rng):
     assert Predictor(model, card, device="cpu").predict([]).shape == (0,)
     with pytest.raises(ValueError, match="metadata has 2 rows"):
         Predictor(model, card, device="cpu").predict(images, meta[:2])
+
+
+def test_predictor_folds_batchnorm_without_touching_the_model(rng):
+    torch.manual_seed(1)
+    model = build_model("resnet10_image").eval()
+    for m in model.modules():  # non-trivial running stats, so a wrong fold would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    images = [lesion_image(rng, size=70) for _ in range(3)]
+    predictor = Predictor(model, {"image_size": 64}, device="cpu")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in predictor.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.inference_mode():
+        expected = torch.softmax(model(to_batch(images, size=64)), dim=1)[:, 1].numpy()
+    np.testing.assert_allclose(predictor.predict(images), expected, rtol=1e-4, atol=1e-6)

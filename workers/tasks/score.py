@@ -44,12 +44,16 @@ def current_model() -> ScoringModel | None:
     if model_id is None:
         return None
     if model_id not in _loaded:
-        if not _loaded:
-            models.set_threads(None)
         settings = get_settings()
+        if not _loaded:
+            models.set_threads(settings.score_torch_thread_count)
         _loaded.clear()
         _loaded[model_id] = load_scoring_model(
-            st, model_id, device=settings.device, threshold=settings.score_threshold
+            st,
+            model_id,
+            device=settings.device,
+            threshold=settings.score_threshold,
+            compile=settings.compile_model,
         )
         log.info("scoring with model %s", model_id)
     return _loaded[model_id]
@@ -86,20 +90,35 @@ def plan(job_id: str) -> int:
         r, job_id, status="running", total=total, batches=len(batches), started_at=time.time()
     )
     if not batches:
-        finalize.delay(job_id)
+        finalize_job(job_id)
         return 0
     done = r.smembers(f"birthmark:job:{job_id}:batches")
-    todo = [batch.s(job_id, i, b) for i, b in enumerate(batches) if str(i) not in done]
+    todo = [(i, b) for i, b in enumerate(batches) if str(i) not in done]
     if not todo:  # resumed after every part was written: only the summary is missing
-        finalize.delay(job_id)
-        return len(batches)
-    group(todo).apply_async()
+        finalize_job(job_id)
+    elif len(batches) == 1:
+        # One batch: score it here. Two queue hops (batch, finalize) would cost more than the
+        # scoring for the common one-upload job; a retry redoes it idempotently.
+        score_and_record(job_id, 0, batches[0])
+    else:
+        group(batch.s(job_id, i, b) for i, b in todo).apply_async()
     return len(batches)
 
 
 @app.task(name="score.batch", base=JobTask, time_limit=_settings.score_time_limit_s, **_RETRY)
 def batch(job_id: str, index: int, items: list[dict[str, Any]]) -> int:
-    """Score one batch and write its part file; the last batch to finish queues finalize."""
+    """Score one batch and write its part file; the last batch to finish finalizes the job."""
+    return score_and_record(job_id, index, items)
+
+
+@app.task(name="score.finalize", base=JobTask, time_limit=_settings.score_time_limit_s, **_RETRY)
+def finalize(job_id: str) -> dict[str, Any]:
+    """Write ``summary.json`` from the part files and mark the job done (idempotent)."""
+    return finalize_job(job_id)
+
+
+def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> int:
+    """The body of ``score.batch``; also run inline by ``plan`` for one-batch jobs."""
     settings = get_settings()
     st, r = store(), redis_client()
     rows = score_batch(
@@ -118,13 +137,13 @@ def batch(job_id: str, index: int, items: list[dict[str, Any]]) -> int:
     n_done = jobs.complete_batch(r, job_id, index, rows=len(rows), errors=errors)
     job = jobs.get_job(r, job_id)
     if job and n_done >= job["batches"]:
-        finalize.delay(job_id)
+        # Inline rather than queued: finalize is idempotent, and a queue hop is pure latency.
+        finalize_job(job_id)
     return len(rows)
 
 
-@app.task(name="score.finalize", base=JobTask, time_limit=_settings.score_time_limit_s, **_RETRY)
-def finalize(job_id: str) -> dict[str, Any]:
-    """Write ``summary.json`` from the part files and mark the job done (idempotent)."""
+def finalize_job(job_id: str) -> dict[str, Any]:
+    """The body of ``score.finalize``."""
     st, r = store(), redis_client()
     job = jobs.get_job(r, job_id) or {}
     rows = list(read_rows(st, job_id))

@@ -1,0 +1,286 @@
+"""Scoring close to the hardware, measured side by side; prints one table, writes results.md.
+
+    python -m benchmarks [--quick] [--small N] [--large N] [--repeats R] [--no-compile]
+
+Every ratio compares two things measured in the same run, interleaved where they share the
+machine, after a warm-up; rates are medians. See benchmarks/SCALING.md for the scaling notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import models
+from benchmarks import decode, e2e, hardware, training
+from benchmarks._images import jpeg_set
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+ROWS = (
+    "e2e 1024x768",
+    "e2e 4000x3000",
+    "latency p50",
+    "latency p95",
+    "requests per image",
+    "2 workers vs 1",
+    "hardware",
+    "decode 4000x3000 vs pillow",
+    "decode 1024x768 vs pillow",
+    "decode 1024x768 vs torchvision",
+    "curation filter 1 core",
+    "train 128px",
+    "train 224px",
+    "torch.compile",
+)
+
+
+@dataclass
+class Row:
+    name: str
+    ours: str
+    reference: str = ""
+    ratio: str = ""
+    goal: str = ""
+    met: str = ""
+
+
+def _check(ok: bool | None) -> str:
+    return "" if ok is None else ("yes" if ok else "NO")
+
+
+def _ratio_row(name: str, ours: float, ref: float, ratio: float, unit: str, goal: float) -> Row:
+    return Row(
+        name,
+        f"{ours:.1f} {unit}",
+        f"{ref:.1f} {unit}",
+        f"{ratio:.2f}",
+        f">= {goal:g}",
+        _check(ratio >= goal),
+    )
+
+
+def run(args: argparse.Namespace, log=print) -> list[Row]:
+    rows: list[Row] = []
+    small = jpeg_set(1024, 768, args.small)
+    large = jpeg_set(4000, 3000, args.large, distinct=min(4, args.large))
+    log(
+        f"images: {len(small)} x 1024x768 ({len(small[0]) // 1024} KB), "
+        f"{len(large)} x 4000x3000 ({len(large[0]) // 1024} KB)"
+    )
+
+    with e2e.scoring_stack() as stack:
+        for name, blobs in (("e2e 1024x768", small), ("e2e 4000x3000", large)):
+            r = e2e.compare(stack, blobs, repeats=args.repeats)
+            log(f"{name}: {r}")
+            rows.append(_ratio_row(name, r["queued"], r["bare"], r["ratio"], "img/s", 0.9))
+            if name == "e2e 1024x768":
+                one_worker = r["queued"]
+        lat = e2e.latency(stack, small[0], n=args.latency_n)
+        log(f"latency: {lat}")
+        rows.append(Row("latency p50", f"{lat['p50'] * 1000:.0f} ms"))
+        rows.append(
+            Row(
+                "latency p95",
+                f"{lat['p95'] * 1000:.0f} ms",
+                f"max {lat['max'] * 1000:.0f} ms",
+                "",
+                "<= 500 ms",
+                _check(lat["p95"] <= 0.5),
+            )
+        )
+        counts = e2e.request_counts(stack, small)
+        log(f"requests: {json.dumps(counts)}")
+        rows.append(
+            Row(
+                "requests per image",
+                f"redis {counts['redis_per_image']:.2f}",
+                f"S3 {counts['s3_per_image']:.2f} ({counts['s3_get_per_image']:.2f} GET)",
+            )
+        )
+        if args.quick:
+            rows.append(Row("2 workers vs 1", "skipped (--quick)"))
+        else:
+            # Two worker processes on the same cores: each gets half the cores for torch.
+            threads = max(1, (os.cpu_count() or 1) // 2)
+            stack.start_workers(2, BIRTHMARK_SCORE_TORCH_THREADS=str(threads))
+            keys = stack.upload(small)
+            stack.run_job(keys)  # warm-up: both workers load the model
+            two = len(keys) / min(stack.run_job(keys, poll_s=0.05) for _ in range(args.repeats))
+            log(f"2 workers: {two:.1f} img/s")
+            rows.append(
+                Row(
+                    "2 workers vs 1",
+                    f"{two:.1f} img/s",
+                    f"{one_worker:.1f} img/s",
+                    f"{two / one_worker:.2f}",
+                )
+            )
+        from workers import registry
+        from workers.runtime import store
+
+        st = store()
+        model_id = registry.champion_id(st)
+        card, weights = registry.read_card(st, model_id), registry.read_weights(st, model_id)
+
+    models.set_threads(None)
+    net = models.load_checkpoint(weights, card)
+    flops = hardware.model_flops(net)
+    n_images = 8 if args.quick else 64
+    images = [models.decode_image(b).image for b in small[:n_images]]
+    images = (images * (n_images // len(images) + 1))[:n_images]
+    predictor = models.Predictor(net, card, device="cpu")
+    gemm = hardware.gemm_flops()
+    rate = hardware.predictor_rate(predictor, images, repeats=args.repeats)
+    gemm = max(gemm, hardware.gemm_flops())  # before and after: the best the machine gave us
+    log(
+        f"hardware: model {flops / 1e9:.2f} GFLOP/img, predictor {rate:.1f} img/s, "
+        f"gemm {gemm / 1e9:.1f} GFLOP/s"
+    )
+    rows.append(
+        Row(
+            "hardware",
+            f"{flops * rate / 1e9:.1f} GFLOP/s ({rate:.1f} img/s)",
+            f"{gemm / 1e9:.1f} GFLOP/s GEMM",
+            f"{flops * rate / gemm:.2f}",
+            ">= 0.5",
+            _check(flops * rate / gemm >= 0.5),
+        )
+    )
+
+    big = decode.decode_rates(large[: min(len(large), 12)], torchvision=False, repeats=args.repeats)
+    little = decode.decode_rates(small[:48], torchvision=True, repeats=args.repeats)
+    log(f"decode: 4000x3000 {big}, 1024x768 {little}")
+    rows.append(
+        _ratio_row(
+            "decode 4000x3000 vs pillow",
+            big["ours"],
+            big["pillow"],
+            big["ours"] / big["pillow"],
+            "img/s",
+            4,
+        )
+    )
+    rows.append(
+        Row(
+            "decode 1024x768 vs pillow",
+            f"{little['ours']:.1f} img/s",
+            f"{little['pillow']:.1f} img/s",
+            f"{little['ours'] / little['pillow']:.2f}",
+        )
+    )
+    rows.append(
+        _ratio_row(
+            "decode 1024x768 vs torchvision",
+            little["ours"],
+            little["torchvision"],
+            little["ours"] / little["torchvision"],
+            "img/s",
+            1,
+        )
+    )
+
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks._one_core", str(min(args.small, 60)), str(args.repeats)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    curation_rate = json.loads(out.stdout.strip().splitlines()[-1])["curation_filter"]
+    rows.append(
+        Row(
+            "curation filter 1 core",
+            f"{curation_rate:.1f} img/s",
+            "",
+            "",
+            ">= 100",
+            _check(curation_rate >= 100),
+        )
+    )
+
+    for size in (128, 224):
+        r = training.train_rate(size=size, batch=args.train_batch, steps=args.train_steps)
+        log(f"train {size}px: {r:.1f} img/s")
+        rows.append(
+            Row(f"train {size}px", f"{r:.1f} img/s", f"AdamW step, batch {args.train_batch}")
+        )
+
+    if args.compile:
+        c = hardware.compile_payback(card, weights, images, repeats=args.repeats)
+        log(f"compile: {c}")
+        pays = c["payback_images"]
+        rows.append(
+            Row(
+                "torch.compile",
+                f"{c['compiled']:.1f} img/s",
+                f"{c['eager']:.1f} img/s eager",
+                f"{c['compiled'] / c['eager']:.2f}",
+                f"compile {c['compile_s']:.0f} s",
+                f"pays back after {pays:,.0f} img" if pays != float("inf") else "never",
+            )
+        )
+    else:
+        rows.append(Row("torch.compile", "skipped (--no-compile)"))
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    header = Row("measure", "ours", "reference", "ratio", "goal", "met")
+    cells = [[r.name, r.ours, r.reference, r.ratio, r.goal, r.met] for r in [header, *rows]]
+    widths = [max(len(c[i]) for c in cells) for i in range(6)]
+    lines = ["| " + " | ".join(c[i].ljust(widths[i]) for i in range(6)) + " |" for c in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"load average {load:.1f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: a handful of images")
+    parser.add_argument("--small", type=int, default=200, help="1024x768 JPEGs (default 200)")
+    parser.add_argument("--large", type=int, default=60, help="4000x3000 JPEGs (default 60)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measure")
+    parser.add_argument("--latency-n", type=int, default=50, help="one-image jobs timed")
+    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--train-batch", type=int, default=32)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.small, args.large = min(args.small, 8), min(args.large, 2)
+        args.repeats, args.latency_n = 1, 3
+        args.train_steps, args.train_batch, args.compile = 1, 4, False
+    before = machine()
+    started = time.perf_counter()
+    rows = run(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    table = render(rows)
+    print(table)
+    args.out.write_text(
+        "# Scoring benchmark results\n\n"
+        f"`python -m benchmarks {' '.join(argv if argv is not None else sys.argv[1:])}`"
+        f" — {time.strftime('%Y-%m-%d %H:%M')}, {time.perf_counter() - started:.0f} s\n\n"
+        f"Machine at start: {before}. At end: {machine()}.\n\n{table}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Real services on loopback, shared by the integration tests and the benchmarks.
+
+A redis-server process, moto's S3 HTTP server (in a thread, counting the requests it serves) and
+`celery worker` subprocesses. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+__all__ = [
+    "REPO",
+    "RedisServer",
+    "S3Server",
+    "Worker",
+    "free_port",
+    "reset_caches",
+    "wait_port",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def reset_caches() -> None:
+    """Forget the cached settings, Redis client and store (after changing BIRTHMARK_* variables)."""
+    from workers import runtime, settings
+
+    settings.get_settings.cache_clear()
+    runtime.redis_url.cache_clear()
+    runtime.redis_client.cache_clear()
+    runtime.store.cache_clear()
+
+
+class RedisServer:
+    """A real redis-server process on a free loopback port."""
+
+    def __init__(
+        self, workdir: Path, *, appendonly: bool = False, password: str | None = None
+    ) -> None:
+        from workers.embedded import redis_server_binary
+
+        self.workdir = workdir
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.password = password
+        self.binary = redis_server_binary()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.workdir), "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no"]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class _Counting:
+    """WSGI middleware: counts requests by HTTP method (S3 GET/PUT/HEAD/LIST are all one each)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        method = environ.get("REQUEST_METHOD", "?")
+        if method == "GET" and "list-type" in environ.get("QUERY_STRING", ""):
+            method = "LIST"
+        with self._lock:
+            self.counts[method] += 1
+        return self.app(environ, start_response)
+
+
+class S3Server:
+    """moto's S3 on a free loopback port (served as ThreadedMotoServer does), counting requests."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self.app: _Counting | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> S3Server:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        for var, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                           ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
+            os.environ.setdefault(var, value)
+
+        class _Quiet(MotoRequestHandler):
+            def log_request(self, *args, **kwargs) -> None:  # one line per request is noise here
+                pass
+
+        self.app = _Counting(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server("127.0.0.1", self.port, self.app, True, request_handler=_Quiet)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        wait_port(self.port)
+        return self
+
+    def requests(self) -> Counter[str]:
+        """A copy of the request counts so far, by method."""
+        with self.app._lock:
+            return Counter(self.app.counts)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._thread.join()
+
+
+class Worker:
+    """A real `celery worker` subprocess for the given queues."""
+
+    def __init__(self, env: dict[str, str], queues: str, log: Path, *, pool: str = "solo") -> None:
+        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        self.queues = queues
+        self.log = log
+        self.pool = pool
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> Worker:
+        name = f"{self.queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@test"
+        args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", self.queues,
+                "-n", name, "--pool", self.pool, "--concurrency", "1", "--loglevel", "INFO",
+                "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+        self.fh = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            args,
+            env=self.env,
+            cwd=REPO,
+            stdout=self.fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
+            if b"ready." in self.log.read_bytes():
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"worker not ready: {self.log.read_text()[-3000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.fh.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")

@@ -1,0 +1,27 @@
+"""The benchmark runs end to end on a handful of images and reports every row (no timing checks)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_benchmark_quick_run_reports_every_row(tmp_path, monkeypatch):
+    from benchmarks import __main__ as bench
+
+    out = tmp_path / "results.md"
+    monkeypatch.setattr(bench, "jpeg_set", _tiny_jpeg_set)
+    bench.main(["--quick", "--small", "3", "--large", "1", "--out", str(out)])
+    text = out.read_text()
+    names = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    assert names[0] == "measure"
+    assert names[1:] == list(bench.ROWS)
+    assert "img/s" in text and "GFLOP/s" in text
+
+
+def _tiny_jpeg_set(width: int, height: int, n: int, **kwargs) -> list[bytes]:
+    from benchmarks._images import jpeg_set
+
+    # Same shape of work, a fraction of the pixels: keeps the smoke run well under a minute.
+    return jpeg_set(width // 4, height // 4, n, **kwargs)
