@@ -23,61 +23,6 @@ from benchmarks._stack import (  # noqa: F401 (re-exported for tests)
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-<<<<<<< HEAD
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
-class RedisServer:
-    """A real redis-server process on a free loopback port."""
-
-    def __init__(
-        self, workdir: Path, *, appendonly: bool = False, password: str | None = None
-    ) -> None:
-        from workers.embedded import redis_server_binary
-
-        self.workdir = workdir
-        self.port = free_port()
-        self.appendonly = appendonly
-        self.password = password
-        self.binary = redis_server_binary()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.workdir), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no"]  # fmt: skip
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-=======
->>>>>>> bench
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
