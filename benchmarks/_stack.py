@@ -54,6 +54,25 @@ def reset_caches() -> None:
     runtime.redis_url.cache_clear()
     runtime.redis_client.cache_clear()
     runtime.store.cache_clear()
+    rebind_celery()
+
+
+def rebind_celery() -> None:
+    """Make the in-process Celery app re-read its broker lazily, on next use, from the environment.
+
+    Celery reads ``broker_url`` once and keeps connection pools; tests and benchmarks use several
+    brokers in one process.
+    """
+    import threading
+
+    from workers.app import app
+
+    app.config_from_object(app._config_source, force=True)
+    # Drop, not close: kombu's global producer registry may still hand out the old pool for the
+    # old URL, which a later block binding that URL again reuses.
+    app._pool = None
+    app.amqp._producer_pool = None
+    app._local = threading.local()  # the thread's cached result backend
 
 
 class RedisServer:

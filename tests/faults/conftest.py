@@ -11,26 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._stack import rebind_celery
 from tests.conftest import RedisServer, Worker, reset_caches
-
-
-def rebind_celery() -> None:
-    """Make the in-process Celery app re-read its broker from the current environment.
-
-    Celery reads ``broker_url`` once and keeps connection pools; tests here use several brokers.
-    The configuration is re-read lazily, on next use, as on a fresh import (so other test packages
-    that rely on that still work after this one).
-    """
-    import threading
-
-    from workers.app import app
-
-    app.config_from_object(app._config_source, force=True)
-    # Drop, not close: kombu's global producer registry may still hand out the old pool for the
-    # old URL, which a later block binding that URL again reuses.
-    app._pool = None
-    app.amqp._producer_pool = None
-    app._local = threading.local()  # the thread's cached result backend
 
 
 @contextmanager

@@ -42,27 +42,40 @@ def _progress(r: redis.Redis, job_id: str, stage: str):
     return report
 
 
+def _pull(r: redis.Redis, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    s = get_settings()
+    jobs.update_job(r, job_id, status="running", progress={"stage": "isic-cli download"})
+    return run_isic_pull(
+        store(),
+        job_id,
+        search=params.get("search", ""),
+        limit=int(params.get("limit", s.curation_limit)),
+        collections=params.get("collections"),
+        api_url=s.isic_api_url,
+        timeout=s.isic_timeout_s,
+        on_image=_progress(r, job_id, "upload"),
+    )
+
+
+def _publish(r: redis.Redis, job_id: str, pulls: list[str] | None) -> dict[str, Any]:
+    s = get_settings()
+    jobs.update_job(r, job_id, status="running", progress={"stage": "phone-likeness"})
+    return publish_version(
+        store(),
+        pull_ids=pulls,
+        thresholds=phone_thresholds(s),
+        allowed_licences=s.allowed_licence_list,
+        max_distance=s.duplicate_max_distance,
+        max_pixels=s.max_image_pixels,
+        on_progress=_progress(r, job_id, "phone-likeness"),
+    )
+
+
 @app.task(name="curation.pull", base=JobTask, time_limit=_settings.curation_time_limit_s, **_RETRY)
 def pull(job_id: str) -> dict[str, Any]:
     """Run isic-cli for the job's query and store the pull under raw/isic/<job_id>/."""
-    s = get_settings()
     r = redis_client()
-    params = jobs.get_job(r, job_id)["params"]
-    jobs.update_job(r, job_id, status="running", progress={"stage": "isic-cli download"})
-    try:
-        record = run_isic_pull(
-            store(),
-            job_id,
-            search=params.get("search", ""),
-            limit=int(params.get("limit", s.curation_limit)),
-            collections=params.get("collections"),
-            api_url=s.isic_api_url,
-            timeout=s.isic_timeout_s,
-            on_image=_progress(r, job_id, "upload"),
-        )
-    except curation_lib.IsicCliError as err:
-        jobs.update_job(r, job_id, status="failed", message=str(err))
-        raise
+    record = _pull(r, job_id, jobs.get_job(r, job_id)["params"])
     jobs.update_job(r, job_id, status="done", result=record)
     return record
 
@@ -70,23 +83,8 @@ def pull(job_id: str) -> dict[str, Any]:
 @app.task(name="curation.run", base=JobTask, time_limit=_settings.curation_time_limit_s, **_RETRY)
 def run(job_id: str) -> dict[str, Any]:
     """Score, dedupe, split and publish a curated version from the job's pulls (default: all)."""
-    s = get_settings()
     r = redis_client()
-    params = jobs.get_job(r, job_id)["params"]
-    jobs.update_job(r, job_id, status="running", progress={"stage": "phone-likeness"})
-    try:
-        summary = publish_version(
-            store(),
-            pull_ids=params.get("pulls") or None,
-            thresholds=phone_thresholds(s),
-            allowed_licences=s.allowed_licence_list,
-            max_distance=s.duplicate_max_distance,
-            max_pixels=s.max_image_pixels,
-            on_progress=_progress(r, job_id, "phone-likeness"),
-        )
-    except ValueError as err:
-        jobs.update_job(r, job_id, status="failed", message=str(err))
-        raise
+    summary = _publish(r, job_id, jobs.get_job(r, job_id)["params"].get("pulls") or None)
     jobs.update_job(r, job_id, status="done", result=summary)
     return summary
 
@@ -114,10 +112,10 @@ def scheduled() -> str:
     **_RETRY,
 )
 def pull_then_publish(job_id: str) -> dict[str, Any]:
-    record = pull(job_id)
+    """The daily job: a pull, then a version over every pull; done only when both are."""
     r = redis_client()
-    publish_id, _ = jobs.create_job(
-        r, kind="curate", params={"pulls": None}, job_id=f"{job_id}-publish"
-    )
-    summary = run(publish_id)
-    return {"pull": record, "version": summary["version"]}
+    record = _pull(r, job_id, jobs.get_job(r, job_id)["params"])
+    summary = _publish(r, job_id, None)
+    result = {"pull_id": record["pull_id"], "pull_counts": record["counts"], **summary}
+    jobs.update_job(r, job_id, status="done", result=result)
+    return result
