@@ -14,7 +14,14 @@ from .imageio import DecodedImage, ImageError, decode_image, to_rgb
 from .losses import FocalLoss, focal_loss
 from .metadata import METADATA_DIM, SITES, encode_metadata, metadata_problems
 from .predictor import Predictor, resolve_device, set_threads
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch, to_tensor
+from .preprocess import (
+    COLOUR_CONSTANCY,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    colour_constancy,
+    to_batch,
+    to_tensor,
+)
 from .quality import assess_quality
 from .report import render_report
 from .resnet10 import ARCHS, ResNet10, build_model, resnet10_image, resnet10_multimodal
@@ -23,6 +30,7 @@ from .training import EpochState, Sample, TrainConfig, TrainResult, fit
 __all__ = [
     "ARCHS",
     "CLASSES",
+    "COLOUR_CONSTANCY",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "METADATA_DIM",
@@ -41,6 +49,7 @@ __all__ = [
     "TrainResult",
     "assess_quality",
     "build_model",
+    "colour_constancy",
     "decode_image",
     "dump_checkpoint",
     "encode_metadata",

@@ -93,6 +93,8 @@ class Predictor:
         self.image_size = int(card.get("image_size", 224))
         self.mean = tuple(card.get("mean", IMAGENET_MEAN))
         self.std = tuple(card.get("std", IMAGENET_STD))
+        # Cards written before colour constancy existed carry no key: they were trained without it.
+        self.colour_constancy = str(card.get("colour_constancy") or "none")
         self.temperature = float(card.get("temperature") or 1.0)
         if self.temperature <= 0:
             raise ValueError(f"card temperature must be > 0, got {self.temperature}")
@@ -103,7 +105,13 @@ class Predictor:
             self.model = torch.compile(self.model, dynamic=False)
 
     def _forward(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
-        batch = to_batch(images, size=self.image_size, mean=self.mean, std=self.std)
+        batch = to_batch(
+            images,
+            size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+            colour_constancy_method=self.colour_constancy,
+        )
         batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
         meta = None
         if metadata is not None:

@@ -1,4 +1,12 @@
-"""Network input: resize the short side, centre crop, normalise with ImageNet statistics."""
+"""Network input: resize the short side, centre crop, optional colour constancy, normalise.
+
+Colour constancy (``"shades_of_gray"``, ``"gray_world"``) divides each channel by its Minkowski
+p-norm mean, so the scene illuminant is mapped to neutral grey. Dermoscopes light the skin with
+their own (cool, polarised) LEDs while phones see ambient light of any colour; that cast is the
+largest pixel-level difference between the two domains and says nothing about the lesion. It must
+be applied identically at training and scoring time, so it is recorded in the checkpoint card
+(``card["colour_constancy"]``) and the Predictor reads it from there.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +16,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resize_center_crop", "to_batch", "to_tensor"]
+__all__ = [
+    "COLOUR_CONSTANCY",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "colour_constancy",
+    "resize_center_crop",
+    "to_batch",
+    "to_tensor",
+]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# Method name -> Minkowski norm p (gray world is p = 1; p = 6 is Finlayson & Trezzi's choice, used
+# by several ISIC challenge winners).
+COLOUR_CONSTANCY: dict[str, int | None] = {"none": None, "gray_world": 1, "shades_of_gray": 6}
 
 
 def resize_center_crop(image: Image.Image, *, size: int) -> Image.Image:
@@ -25,17 +44,36 @@ def resize_center_crop(image: Image.Image, *, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def colour_constancy(array: np.ndarray, *, method: str = "shades_of_gray") -> np.ndarray:
+    """White-balance a float RGB array ``[H, W, 3]`` in [0, 1] (returns a new array)."""
+    if method not in COLOUR_CONSTANCY:
+        raise ValueError(
+            f"colour constancy must be one of {tuple(COLOUR_CONSTANCY)}, got {method!r}"
+        )
+    p = COLOUR_CONSTANCY[method]
+    if p is None:
+        return array
+    flat = array.reshape(-1, 3).astype(np.float64)
+    illuminant = np.power(np.mean(np.power(flat, p), axis=0), 1.0 / p)
+    # Guard nearly black channels: a gain above 4 would only amplify noise.
+    gains = np.clip(illuminant.mean() / np.maximum(illuminant, 1e-6), 0.25, 4.0)
+    return np.clip(array * gains.astype(array.dtype), 0.0, 1.0)
+
+
 def to_tensor(
     image: Image.Image,
     *,
     size: int = 224,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    colour_constancy_method: str = "none",
 ) -> torch.Tensor:
     """An RGB image as a normalised float tensor ``[3, size, size]``."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     array = np.asarray(resize_center_crop(image, size=size), dtype=np.float32) / 255.0
+    if colour_constancy_method != "none":
+        array = colour_constancy(array, method=colour_constancy_method)
     array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 

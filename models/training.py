@@ -31,7 +31,7 @@ from .evaluation import evaluate, fit_temperature
 from .losses import focal_loss
 from .metadata import METADATA_DIM, encode_metadata
 from .predictor import resolve_device
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_tensor
+from .preprocess import COLOUR_CONSTANCY, IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from .resnet10 import ARCHS, build_model
 from .resume import pack_train_state, restore_train_state
 
@@ -66,6 +66,10 @@ class TrainConfig:
     # ("precise BN"). Small runs take too few steps for the running averages to settle, and the
     # stale averages wreck eval-mode outputs (val AUC ~0.5 where batch statistics give 1.0).
     bn_recalibration_images: int = 256
+    # Input colour constancy (models.preprocess.COLOUR_CONSTANCY), applied after augmentation and
+    # again by the Predictor (the card records it): removes the dermoscope-vs-ambient light cast.
+    # Shades of gray beat none on both test domains in benchmarks/transfer_results.md.
+    colour_constancy: str = "shades_of_gray"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -75,6 +79,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
+        if self.colour_constancy not in COLOUR_CONSTANCY:
+            raise ValueError(
+                f"colour_constancy must be one of {tuple(COLOUR_CONSTANCY)}, "
+                f"got {self.colour_constancy!r}"
+            )
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
@@ -145,6 +154,7 @@ class _Batcher:
         self.meta = torch.from_numpy(meta)
         self.labels = torch.tensor([int(s.label) for s in samples])
         self.size = config.image_size
+        self.colour_constancy = config.colour_constancy
         self.augment = (
             PhoneCaptureAugment(strength=config.augment_strength) if config.augment else None
         )
@@ -161,7 +171,7 @@ class _Batcher:
                 small = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
                 image = image.resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0)
             image = self.augment(image, rng)
-        return to_tensor(image, size=self.size)
+        return to_tensor(image, size=self.size, colour_constancy_method=self.colour_constancy)
 
     def make(self, indices: np.ndarray, seed: str | None) -> tuple[torch.Tensor, ...]:
         # One RNG per position in the epoch: results do not depend on thread scheduling.
@@ -224,6 +234,8 @@ def _auc(labels: np.ndarray, logits: np.ndarray) -> float:
 
 def _check_resumable(saved: Mapping, config: TrainConfig) -> None:
     current = asdict(config)
+    # A blob saved before a field existed ran with that field's default.
+    saved = {**asdict(TrainConfig(arch=config.arch)), **saved}
     changed = {k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k]}
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in sorted(changed))
@@ -358,6 +370,7 @@ def _card(config, history, train_labels, val_labels, val_logits, temperature, de
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "classes": list(CLASSES),
+        "colour_constancy": config.colour_constancy,
         "metadata_dim": METADATA_DIM if config.arch == "resnet10_multimodal" else 0,
         "temperature": temperature,
         "config": asdict(config),
