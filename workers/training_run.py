@@ -177,6 +177,20 @@ def run_training(
     return {"model_id": model_id, "data_version": version, "metrics": metrics, **decision}
 
 
+def should_promote(
+    new: float, old: float, *, metric: str, margin: float, champion: str
+) -> tuple[bool, str]:
+    """Whether a challenger scoring ``new`` replaces a champion scoring ``old`` (same holdout)."""
+    if math.isnan(new):
+        return False, f"{metric} undefined on the holdout; champion {champion} kept"
+    if math.isnan(old) or new > old + margin:
+        return (
+            True,
+            f"{metric} {new:.4f} beats champion {champion} ({old:.4f}) by more than {margin}",
+        )
+    return False, f"{metric} {new:.4f} does not beat champion {champion} ({old:.4f}) by {margin}"
+
+
 def decide_promotion(
     store: Store,
     model_id: str,
@@ -204,15 +218,7 @@ def decide_promotion(
     net = models.load_checkpoint(registry.read_weights(store, champion), card)
     old_metrics, _ = evaluate_model(models.Predictor(net, card), test, cache)
     old = old_metrics["overall"].get(metric, float("nan"))
-    if math.isnan(new):
-        reason = f"{metric} undefined on the holdout; champion {champion} kept"
-        promoted = False
-    elif math.isnan(old) or new > old + margin:
-        reason = f"{metric} {new:.4f} beats champion {champion} ({old:.4f}) by more than {margin}"
-        promoted = True
-    else:
-        reason = f"{metric} {new:.4f} does not beat champion {champion} ({old:.4f}) by {margin}"
-        promoted = False
+    promoted, reason = should_promote(new, old, metric=metric, margin=margin, champion=champion)
     if promoted:
         registry.promote(store, model_id, reason=reason)
     return {

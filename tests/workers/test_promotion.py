@@ -1,0 +1,47 @@
+"""Promotion rules and the registry's pointer history, on a real local store."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.workers.helpers import publish_tiny_champion
+from workers import registry
+from workers.store import LocalStore
+from workers.training_run import should_promote
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "margin", "promoted"),
+    [
+        (0.82, 0.80, 0.0, True),  # better
+        (0.80, 0.82, 0.0, False),  # worse
+        (0.80, 0.80, 0.0, False),  # a tie keeps the champion
+        (0.815, 0.80, 0.02, False),  # better, but not by the margin
+        (0.83, 0.80, 0.02, True),
+        (math.nan, 0.80, 0.0, False),  # undefined on the holdout (one class)
+        (0.70, math.nan, 0.0, True),  # the champion cannot be judged there
+    ],
+)
+def test_should_promote(new, old, margin, promoted):
+    decided, reason = should_promote(new, old, metric="roc_auc", margin=margin, champion="m-old")
+    assert decided is promoted
+    assert "roc_auc" in reason and "m-old" in reason
+
+
+def test_promote_and_rollback_keep_history(tmp_path):
+    store = LocalStore(tmp_path)
+    first = publish_tiny_champion(store, seed=1)
+    second = publish_tiny_champion(store, seed=2)
+    assert registry.champion_id(store) == second
+    assert registry.rollback(store) == first
+    assert registry.champion_id(store) == first
+    events = [(e["event"], e["model_id"], e["previous"]) for e in registry.history(store)]
+    assert events == [
+        ("promote", first, None),
+        ("promote", second, first),
+        ("promote", first, second),
+    ]
+    with pytest.raises(ValueError, match="unknown model"):
+        registry.promote(store, "m-nope", reason="typo")
