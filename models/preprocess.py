@@ -84,6 +84,7 @@ def to_batch(
     size: int = 224,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    colour_constancy_method: str = "none",
 ) -> torch.Tensor:
     """Several images as one ``[N, 3, size, size]`` tensor (see ``to_tensor``), channels_last.
 
@@ -98,6 +99,18 @@ def to_batch(
             for im in images
         ]
     )
+    if colour_constancy_method != "none":
+        # Same arithmetic as to_tensor, image by image: training and scoring must agree.
+        balanced = np.stack(
+            [
+                colour_constancy(c.astype(np.float32) / 255.0, method=colour_constancy_method)
+                for c in crops
+            ]
+        )
+        batch = torch.from_numpy(balanced).permute(0, 3, 1, 2)
+        scale = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        return batch.sub(shift).div_(scale)
     batch = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     scale = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
     shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0

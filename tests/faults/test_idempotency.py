@@ -37,7 +37,7 @@ def test_same_idempotency_key_twice_is_one_job(scoring_service):
         assert sorted(created for _, created in answers) == [False, False, False, True]
         job_id = answers[0][0]
         job = wait_job(job_id, timeout=60)
-        assert job["status"] == "done"
+        assert job["status"] == "done", job.get("message")
 
         # A late retry of the same submission after it finished: still the same job, nothing new.
         assert submit_scoring(items=items, idempotency_key="upload-session-42") == (job_id, False)

@@ -54,3 +54,20 @@ def test_predictor_applies_the_cards_colour_constancy():
     assert new.colour_constancy == "shades_of_gray"
     assert Predictor(net, card, device="cpu").colour_constancy == "none"  # old cards
     assert not np.allclose(old, new.predict([image]))
+
+
+def test_to_batch_matches_to_tensor_with_colour_constancy():
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from models.preprocess import to_batch, to_tensor
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)) for _ in range(3)]
+    for method in ("none", "gray_world", "shades_of_gray"):
+        batch = to_batch(images, size=64, colour_constancy_method=method)
+        single = torch.stack(
+            [to_tensor(im, size=64, colour_constancy_method=method) for im in images]
+        )
+        assert torch.allclose(batch, single, atol=1e-4), method
