@@ -80,7 +80,7 @@ def run(job_id: str) -> dict[str, Any]:
             promotion_margin=s.promotion_margin,
             on_progress=progress,
         )
-        jobs.update_job(r, job_id, status="done", result=outcome)
+        jobs.update_job(r, job_id, status="done", result=outcome, message="")
         return outcome
     except ValueError as err:
         jobs.update_job(r, job_id, status="failed", message=str(err))
