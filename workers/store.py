@@ -99,7 +99,24 @@ class Store(Protocol):
     def read_pointer(self, key: str) -> str | None: ...
 
 
-class LocalStore:
+class _Pointers:
+    """Pointers (``curated/LATEST``, ``models/CHAMPION``): one small object, replaced whole.
+
+    Both stores replace an object atomically (``os.replace``; a single S3 PUT), so a reader sees
+    the old or the new value, never a mix.
+    """
+
+    def write_pointer(self, key: str, value: str) -> None:
+        self.put(key, value.encode())
+
+    def read_pointer(self, key: str) -> str | None:
+        try:
+            return self.get(key).decode().strip() or None
+        except ObjectMissing:
+            return None
+
+
+class LocalStore(_Pointers):
     """A folder on disk; writes go to a temporary file and are moved into place atomically."""
 
     def __init__(self, root: str | os.PathLike) -> None:
@@ -159,15 +176,6 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def write_pointer(self, key: str, value: str) -> None:
-        self.put(key, value.encode())
-
-    def read_pointer(self, key: str) -> str | None:
-        try:
-            return self.get(key).decode().strip() or None
-        except ObjectMissing:
-            return None
-
 
 _TRANSIENT = (
     EndpointConnectionError,
@@ -189,7 +197,7 @@ def _is_transient(err: ClientError) -> bool:
     return status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable")
 
 
-class S3Store:
+class S3Store(_Pointers):
     """An S3 bucket (or a prefix in one) via boto3; MinIO and moto work through endpoint_url."""
 
     def __init__(
@@ -289,16 +297,6 @@ class S3Store:
         except ObjectMissing:
             return False
         return True
-
-    def write_pointer(self, key: str, value: str) -> None:
-        # A single PUT is atomic in S3: readers see the old or the new value, never a mix.
-        self.put(key, value.encode())
-
-    def read_pointer(self, key: str) -> str | None:
-        try:
-            return self.get(key).decode().strip() or None
-        except ObjectMissing:
-            return None
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (MinIO/moto convenience)."""

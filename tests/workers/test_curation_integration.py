@@ -4,7 +4,6 @@ imports; curated versions; review decisions applied in the next version."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -17,16 +16,10 @@ pytestmark = pytest.mark.integration
 
 
 def _wait(job_id: str, timeout: float = 180.0) -> dict:
-    from workers import jobs
-    from workers.runtime import redis_client
+    """Until the job ends, by the same polling `birthmark ... --wait` uses."""
+    from workers.cli._common import wait_for_job
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.get_job(redis_client(), job_id)
-        if job and job["status"] in ("done", "failed", "skipped"):
-            return job
-        time.sleep(0.2)
-    raise TimeoutError(job_id)
+    return wait_for_job(job_id, quiet=True, timeout_s=timeout)
 
 
 def _records(n: int = 8) -> list[IsicRecord]:

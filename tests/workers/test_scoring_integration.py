@@ -15,16 +15,10 @@ MAX_BYTES = 2 * 1024 * 1024
 
 
 def _wait(job_id: str, timeout: float = 120.0) -> dict:
-    from workers import jobs
-    from workers.runtime import redis_client
+    """Until the job ends, by the same polling `birthmark ... --wait` uses."""
+    from workers.cli._common import wait_for_job
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.get_job(redis_client(), job_id)
-        if job and job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise TimeoutError(f"{job_id} did not finish: {job}")
+    return wait_for_job(job_id, quiet=True, timeout_s=timeout)
 
 
 def _run_fifty(env: dict, start_worker) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -12,16 +11,10 @@ pytestmark = pytest.mark.integration
 
 
 def _wait(job_id: str, timeout: float = 300.0) -> dict:
-    from workers import jobs
-    from workers.runtime import redis_client
+    """Until the job ends, by the same polling `birthmark ... --wait` uses."""
+    from workers.cli._common import wait_for_job
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.get_job(redis_client(), job_id)
-        if job and job["status"] in ("done", "failed", "skipped"):
-            return job
-        time.sleep(0.2)
-    raise TimeoutError(job_id)
+    return wait_for_job(job_id, quiet=True, timeout_s=timeout)
 
 
 @pytest.fixture

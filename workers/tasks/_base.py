@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import Task
 
 from workers import jobs
 from workers.runtime import redis_client
+from workers.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+# Failures worth retrying with backoff: the store or the broker is briefly unreachable.
+TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
 
 
 class JobTask(Task):

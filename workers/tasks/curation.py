@@ -14,11 +14,9 @@ from workers.curating import publish_version
 from workers.pulls import run_isic_pull
 from workers.runtime import redis_client, store
 from workers.settings import Settings, get_settings
-from workers.store import StoreUnavailable
 from workers.submit import submit_task_job
-from workers.tasks._base import JobTask
+from workers.tasks._base import TRANSIENT, JobTask
 
-TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
 _settings = get_settings()
 _RETRY = {
     "autoretry_for": TRANSIENT,

@@ -8,7 +8,6 @@ import logging
 import time
 from typing import Any
 
-import redis
 from celery import group
 
 import models
@@ -18,13 +17,11 @@ from workers.results import read_rows, summarize_rows, write_part, write_summary
 from workers.runtime import redis_client, store
 from workers.scoring import Item, ScoringModel, load_scoring_model, score_batch
 from workers.settings import get_settings
-from workers.store import StoreUnavailable
 from workers.submit import request_key, submit_scoring
-from workers.tasks._base import JobTask
+from workers.tasks._base import TRANSIENT, JobTask
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
 _settings = get_settings()
 _RETRY = {
     "autoretry_for": TRANSIENT,

@@ -7,21 +7,17 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import redis
-
 import models
 from workers import jobs
 from workers.app import app
 from workers.runtime import redis_client, store
 from workers.settings import get_settings
-from workers.store import StoreUnavailable
 from workers.submit import submit_task_job
-from workers.tasks._base import JobTask
+from workers.tasks._base import TRANSIENT, JobTask
 from workers.training_run import latest_version, load_manifest, run_training
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
 _settings = get_settings()
 LOCK = "train"
 
