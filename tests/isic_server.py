@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from models.metadata import SITES
+
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 LICENCE_TEXTS = {
@@ -387,16 +389,7 @@ def _decode_cursor(cursor: str) -> int:
 
 # --- record builders ---
 
-_SITES = (
-    "head/neck",
-    "upper extremity",
-    "lower extremity",
-    "anterior torso",
-    "posterior torso",
-    "palms/soles",
-    "lateral torso",
-    "oral/genital",
-)
+_SITES = SITES  # the archive's anatom_site_general vocabulary, defined once in models
 _ATTRIBUTIONS = (
     "Department of Dermatology, Test University Hospital",
     "Test Skin Cancer Study team",
