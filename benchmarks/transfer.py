@@ -35,7 +35,6 @@ import pandas as pd
 import torch
 from PIL import Image
 
-import curation
 import models
 from models.training import _Batcher, _batches
 
@@ -57,6 +56,8 @@ VARIANTS = {
 
 
 def load_table(data: Path) -> pd.DataFrame:
+    import curation  # here, not at the top: the recipe sweep runs where isic-cli is not installed
+
     df = curation.read_labelled_manifest(data / "manifest.csv")
     df = df[df["malignant"].notna()].copy()
     df["split"] = curation.assign_splits(df)
@@ -87,7 +88,11 @@ def _metadata(row: dict) -> dict:
 def make_samples(rows: pd.DataFrame, images: list[Image.Image]) -> list[models.Sample]:
     return [
         models.Sample(
-            (lambda im=images[i]: im), int(r["malignant"]), _metadata(r), r.get("patient_id")
+            (lambda im=images[i]: im),
+            int(r["malignant"]),
+            _metadata(r),
+            r.get("patient_id"),
+            r.get("diagnosis"),
         )
         for i, r in zip(rows.index, rows.to_dict("records"), strict=True)
     ]
@@ -102,7 +107,7 @@ def measure_speed(samples: list[models.Sample], config: models.TrainConfig, *, s
     order = np.random.default_rng(0).permutation(len(samples))[: config.batch_size * (steps + 1)]
     model.train()
     began = None
-    for b, (x, m, y) in enumerate(batcher.iterate(_batches(order, config.batch_size), "speed")):
+    for b, (x, m, y, _) in enumerate(batcher.iterate(_batches(order, config.batch_size), "speed")):
         if b == 1:  # the first step pays one-off allocation costs
             began = time.perf_counter()
         loss = models.focal_loss(model(x.contiguous(memory_format=torch.channels_last), m), y)

@@ -74,8 +74,15 @@ class ResNet10(nn.Module):
             self.metadata_branch = None
             self.head = _head(TRUNK_FEATURES, num_classes)
 
-    def forward(self, images: Tensor, metadata: Tensor | None = None) -> Tensor:
+    def forward(
+        self, images: Tensor, metadata: Tensor | None = None, *, with_features: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits; with ``with_features=True`` also the 512-d image-trunk features (training)."""
         features = self.trunk(images)
+        logits = self._classify(images, features, metadata)
+        return (logits, features) if with_features else logits
+
+    def _classify(self, images: Tensor, features: Tensor, metadata: Tensor | None) -> Tensor:
         if self.metadata_branch is None:
             return self.head(features)
         if metadata is None:

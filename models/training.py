@@ -27,12 +27,13 @@ from torch import nn
 
 from .augment import PhoneCaptureAugment
 from .checkpoint import CLASSES
+from .diagnosis import DIAGNOSIS_GROUPS, diagnosis_group
 from .evaluation import evaluate, fit_temperature
 from .losses import focal_loss
 from .metadata import METADATA_DIM, encode_metadata
 from .predictor import resolve_device
 from .preprocess import COLOUR_CONSTANCY, IMAGENET_MEAN, IMAGENET_STD, to_tensor
-from .resnet10 import ARCHS, build_model
+from .resnet10 import ARCHS, TRUNK_FEATURES, build_model
 from .resume import pack_train_state, restore_train_state
 
 __all__ = ["EpochState", "Sample", "TrainConfig", "TrainResult", "fit"]
@@ -70,6 +71,9 @@ class TrainConfig:
     # again by the Predictor (the card records it): removes the dermoscope-vs-ambient light cast.
     # Shades of gray beat none on both test domains in benchmarks/transfer_results.md.
     colour_constancy: str = "shades_of_gray"
+    # Weight of an auxiliary cross-entropy on the diagnosis group (models.diagnosis) predicted from
+    # the image trunk; 0 switches it off. Samples without a known diagnosis do not take part.
+    aux_diagnosis_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -86,6 +90,8 @@ class TrainConfig:
             )
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not self.aux_diagnosis_weight >= 0:
+            raise ValueError(f"aux_diagnosis_weight must be >= 0, got {self.aux_diagnosis_weight}")
 
 
 class Sample(NamedTuple):
@@ -93,6 +99,7 @@ class Sample(NamedTuple):
     label: int  # 1 = malignant
     metadata: Mapping | None = None
     group: str | None = None  # patient or lesion id (splits are made upstream, by group)
+    diagnosis: str | None = None  # free text or code; feeds the auxiliary diagnosis-group loss
 
 
 class TrainResult(NamedTuple):
@@ -124,6 +131,15 @@ class EpochState:
         return self._pack()
 
 
+class _WithAuxHead(nn.Module):
+    """The network and its training-only diagnosis head, as one module for the optimiser."""
+
+    def __init__(self, net: nn.Module, aux: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.aux = aux
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
@@ -153,6 +169,8 @@ class _Batcher:
         self.samples = samples
         self.meta = torch.from_numpy(meta)
         self.labels = torch.tensor([int(s.label) for s in samples])
+        groups = [diagnosis_group(s.diagnosis) for s in samples]
+        self.groups = torch.tensor(groups, dtype=torch.long)
         self.size = config.image_size
         self.colour_constancy = config.colour_constancy
         self.augment = (
@@ -178,7 +196,7 @@ class _Batcher:
         rngs = [None if seed is None else random.Random(f"{seed}:{p}") for p in range(len(indices))]
         images = torch.stack([self._image(int(i), r) for i, r in zip(indices, rngs, strict=True)])
         idx = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-        return images, self.meta[idx], self.labels[idx]
+        return images, self.meta[idx], self.labels[idx], self.groups[idx]
 
     def iterate(self, batches: list[np.ndarray], seed: str | None) -> Iterator[tuple]:
         keys = [None if seed is None else f"{seed}:{b}" for b in range(len(batches))]
@@ -208,7 +226,7 @@ def _recalibrate_batch_norm(
         m.momentum = None  # cumulative average over the batches below
     model.train()
     with torch.no_grad():
-        for batch, meta, _ in batcher.iterate(_batches(order[:images], batch_size), None):
+        for batch, meta, *_ in batcher.iterate(_batches(order[:images], batch_size), None):
             model(batch.to(device, memory_format=torch.channels_last), meta.to(device))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
@@ -220,7 +238,7 @@ def _val_logits(model: nn.Module, batcher: _Batcher, device, *, batch_size: int)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     out = []
     with torch.inference_mode():
-        for images, meta, _ in batcher.iterate(chunks, None):
+        for images, meta, *_ in batcher.iterate(chunks, None):
             images = images.to(device, memory_format=torch.channels_last)
             out.append(model(images, meta.to(device)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
@@ -266,8 +284,14 @@ def fit(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = build_model(config.arch).to(device, memory_format=torch.channels_last)
+    train_groups = np.array([diagnosis_group(s.diagnosis) for s in train])
+    aux_head = None
+    if config.aux_diagnosis_weight > 0 and (train_groups >= 0).any():
+        aux_head = nn.Linear(TRUNK_FEATURES, len(DIAGNOSIS_GROUPS)).to(device)
+    # What the optimiser updates and a resume blob holds: the network, plus the auxiliary head.
+    trained = model if aux_head is None else _WithAuxHead(model, aux_head)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        trained.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=config.step_size, gamma=config.step_gamma
@@ -278,7 +302,7 @@ def fit(
     start = 0
     if resume is not None:
         extra = restore_train_state(
-            resume, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+            resume, model=trained, optimizer=optimizer, scheduler=scheduler, scaler=scaler
         )
         _check_resumable(extra["config"], config)
         start, history = int(extra["epoch"]), list(extra["history"])
@@ -303,12 +327,21 @@ def fit(
         model.train()
         began = time.perf_counter()
         total_loss, seen = 0.0, 0
-        for images, meta, labels in train_batcher.iterate(batches, str(seed)):
+        for images, meta, labels, groups in train_batcher.iterate(batches, str(seed)):
             images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
             meta, labels = meta.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(images, meta)
+                if aux_head is None:
+                    logits = model(images, meta)
+                else:
+                    logits, features = model(images, meta, with_features=True)
+                    aux_logits = aux_head(features)
             loss = focal_loss(logits, labels, alpha=config.focal_alpha, gamma=config.focal_gamma)
+            if aux_head is not None and bool((groups >= 0).any()):
+                aux = nn.functional.cross_entropy(
+                    aux_logits.float(), groups.to(device, non_blocking=True), ignore_index=-1
+                )
+                loss = loss + config.aux_diagnosis_weight * aux
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -342,7 +375,7 @@ def fit(
 
             def pack(extra=extra) -> bytes:
                 return pack_train_state(
-                    model=model,
+                    model=trained,
                     optimizer=optimizer,
                     scheduler=scheduler,
                     scaler=scaler,

@@ -56,7 +56,13 @@ def trainable(df: pd.DataFrame) -> pd.DataFrame:
 
 def make_samples(df: pd.DataFrame, cache: models.DecodedImageCache) -> list[models.Sample]:
     return [
-        models.Sample(partial(cache.load, rec["key"]), int(rec["malignant"]), _metadata(rec), None)
+        models.Sample(
+            partial(cache.load, rec["key"]),
+            int(rec["malignant"]),
+            _metadata(rec),
+            None,
+            rec.get("diagnosis"),
+        )
         for rec in df.to_dict("records")
     ]
 

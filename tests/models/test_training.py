@@ -93,3 +93,29 @@ def test_threaded_loading_matches_serial():
     serial = fit(train, val, config=_tiny_config(epochs=1, arch="resnet10_image"))
     threaded = fit(train, val, config=_tiny_config(epochs=1, arch="resnet10_image", num_workers=2))
     assert serial.history[0]["train_loss"] == pytest.approx(threaded.history[0]["train_loss"])
+
+
+def test_auxiliary_diagnosis_head_trains_resumes_and_stays_out_of_the_checkpoint():
+    names = ("mel", "nv", "Seborrheic keratosis", None)
+    train = [
+        s._replace(diagnosis=names[i % 4]) for i, s in enumerate(_samples(16, seed=9, size=32))
+    ]
+    val = _samples(6, seed=10, size=32)
+    config = _tiny_config(aux_diagnosis_weight=0.5)
+    full = fit(train, val, config=config)
+    plain = fit(train, val, config=_tiny_config())
+    # The auxiliary loss changes training (the losses differ) but not what is saved or scored.
+    assert full.history[-1]["train_loss"] != pytest.approx(plain.history[-1]["train_loss"])
+    assert full.model.state_dict().keys() == plain.model.state_dict().keys()
+    weights, card = dump_checkpoint(full.model, full.card)
+    load_checkpoint(weights, card)
+    assert card["config"]["aux_diagnosis_weight"] == 0.5
+
+    blobs: list[bytes] = []
+    fit(train, val, config=_tiny_config(epochs=1, aux_diagnosis_weight=0.5),
+        on_epoch=lambda s: blobs.append(s.resume_blob()))  # fmt: skip
+    resumed = fit(train, val, config=config, resume=blobs[0])
+    for name, tensor in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
+    with pytest.raises(ValueError, match="aux_diagnosis_weight"):
+        TrainConfig(aux_diagnosis_weight=-1)
