@@ -9,7 +9,12 @@ from curation._columns import CANONICAL_COLUMNS
 from curation.contact_sheet import render_contact_sheet
 from curation.dedupe import find_duplicates, perceptual_hash
 from curation.isic import IsicCliError, IsicDownload, download_images, isic_cli_version
-from curation.labelled import plan_import, read_labelled_manifest
+from curation.labelled import (
+    fill_licences,
+    parse_licence_rules,
+    plan_import,
+    read_labelled_manifest,
+)
 from curation.licences import flag_licences
 from curation.manifest import (
     MANIFEST_COLUMNS,
@@ -43,9 +48,11 @@ __all__ = [
     "IsicDownload",
     "assign_splits",
     "download_images",
+    "fill_licences",
     "find_duplicates",
     "flag_licences",
     "isic_cli_version",
+    "parse_licence_rules",
     "perceptual_hash",
     "plan_import",
     "read_isic_metadata",

@@ -13,7 +13,13 @@ from curation._columns import CANONICAL_COLUMNS, clean_text, ensure_canonical, t
 from curation._images import unreadable_reason
 from curation.metadata import isic_metadata_to_canonical
 
-__all__ = ["REQUIRED_MANIFEST_COLUMNS", "plan_import", "read_labelled_manifest"]
+__all__ = [
+    "REQUIRED_MANIFEST_COLUMNS",
+    "fill_licences",
+    "parse_licence_rules",
+    "plan_import",
+    "read_labelled_manifest",
+]
 
 REQUIRED_MANIFEST_COLUMNS = ("file", "image_id", "malignant")
 _IMAGE_TYPE_BY_KIND = {"phone": "clinical: close-up", "dermoscopic": "dermoscopic"}
@@ -62,6 +68,42 @@ def read_labelled_manifest(path: str | PathLike[str]) -> pd.DataFrame:
     else:
         df["kind"] = None
     return _finish(df)
+
+
+def parse_licence_rules(rules: Sequence[str]) -> dict[str, str]:
+    """``["HAM10000=CC-BY-NC", "CC-BY"]`` -> ``{"HAM10000": "CC-BY-NC", "*": "CC-BY"}``.
+
+    ``SOURCE=LICENCE`` applies to rows of that ``source``; a bare ``LICENCE`` to every other row.
+    """
+    out: dict[str, str] = {}
+    for rule in rules:
+        source, sep, licence = rule.rpartition("=")
+        source, licence = (source.strip() if sep else "*"), licence.strip()
+        if not licence or (sep and not source):
+            raise ValueError(f"licence rule {rule!r} is not SOURCE=LICENCE or LICENCE")
+        if source in out and out[source] != licence:
+            raise ValueError(f"two licences for {source}: {out[source]} and {licence}")
+        out[source] = licence
+    return out
+
+
+def fill_licences(df: pd.DataFrame, rules: dict[str, str]) -> pd.DataFrame:
+    """Copy of ``df`` with ``copyright_license`` set by ``rules`` where the manifest left it empty.
+
+    A licence the manifest states is kept: the rules only fill gaps (by ``source``, then ``*``).
+    """
+    out = df.copy()
+    if not rules:
+        return out
+    sources = out["source"] if "source" in out.columns else pd.Series(None, index=out.index)
+    current = out["copyright_license"] if "copyright_license" in out.columns else sources * None
+    filled = []
+    for given, source in zip(current, sources, strict=True):
+        given = clean_text(given)
+        source = clean_text(source)
+        filled.append(given or rules.get(source or "", rules.get("*")))
+    out["copyright_license"] = pd.Series(filled, index=out.index, dtype=object)
+    return out
 
 
 def plan_import(folder: str | PathLike[str], manifest: pd.DataFrame) -> pd.DataFrame:

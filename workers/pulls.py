@@ -10,7 +10,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,20 +167,26 @@ def import_folder(
     folder: Path,
     *,
     manifest: Path | None = None,
+    licences: Mapping[str, str] | None = None,
     on_image: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Bring a local labelled folder in as a pull; returns (record, created).
 
-    The pull id is a content hash of the manifest and file sizes, so re-importing is a no-op.
-    Images are uploaded before the table and the record, so nothing is half-imported.
+    The pull id is a content hash of the manifest, file sizes and licence rules, so re-importing
+    is a no-op. ``licences`` fills licences the manifest leaves empty (see
+    ``curation.fill_licences``). Images are uploaded before the table and the record, so nothing
+    is half-imported.
     """
     folder = Path(folder)
     manifest = Path(manifest) if manifest else folder / "manifest.csv"
     if not manifest.is_file():
         raise ValueError(f"no manifest at {manifest}; pass --manifest CSV")
     table = curation.read_labelled_manifest(manifest)
+    table = curation.fill_licences(table, dict(licences or {}))
     table = curation.plan_import(folder, table)
     digest = hashlib.sha256(manifest.read_bytes())
+    if licences:
+        digest.update(json.dumps(dict(licences), sort_keys=True).encode())
     for p in table["path"]:
         size = Path(p).stat().st_size if isinstance(p, str) and Path(p).exists() else -1
         digest.update(f"{p}:{size}".encode())

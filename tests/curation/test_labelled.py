@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curation import CANONICAL_COLUMNS, plan_import, read_labelled_manifest
+from curation import (
+    CANONICAL_COLUMNS,
+    fill_licences,
+    parse_licence_rules,
+    plan_import,
+    read_labelled_manifest,
+)
 
 MANIFEST = """\
 file,kind,source,image_id,diagnosis,malignant,age,sex,site,patient_id,lesion_id
@@ -108,3 +114,24 @@ def test_real_shared_manifest(shared_data):
     assert df["malignant"].isin([0.0, 1.0]).all()
     plan = plan_import(shared_data, df.head(20))
     assert plan["readable"].all()
+
+
+def test_licence_rules_fill_only_what_the_manifest_leaves_empty(tmp_path):
+    text = MANIFEST.replace("lesion_id\n", "lesion_id,copyright_license\n", 1)
+    text = text.replace("PAT_1,PAT_1_2\n", "PAT_1,PAT_1_2,CC-0\n").replace("HAM_1\n", "HAM_1,\n")
+    (tmp_path / "manifest.csv").write_text(text.replace("PAT_2,\n", "PAT_2,,\n"))
+    df = read_labelled_manifest(tmp_path / "manifest.csv")
+    rules = parse_licence_rules(["HAM10000=CC-BY-NC", "CC-BY"])
+    assert rules == {"HAM10000": "CC-BY-NC", "*": "CC-BY"}
+    filled = fill_licences(df, rules)
+    # The stated CC-0 stays; HAM10000 gets its own rule; the other empty row the catch-all.
+    assert filled["copyright_license"].tolist() == ["CC-0", "CC-BY-NC", "CC-BY"]
+    assert fill_licences(df, {"HAM10000": "CC-BY-NC"})["copyright_license"].tolist() == [
+        "CC-0", "CC-BY-NC", None,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("rules", [["=CC-BY"], ["HAM10000="], ["A=CC-BY", "A=CC-0"], [""]])
+def test_bad_licence_rules_are_refused(rules):
+    with pytest.raises(ValueError, match="licence"):
+        parse_licence_rules(rules)

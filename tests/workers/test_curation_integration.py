@@ -3,6 +3,7 @@ imports; curated versions; review decisions applied in the next version."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -216,3 +217,33 @@ def test_import_missing_column_is_a_clear_error(env, tmp_path):
     res = CliRunner().invoke(app, ["curate", "import", str(folder)])
     assert res.exit_code != 0
     assert "image_id" in str(res.exception) or "image_id" in res.output
+
+
+def test_import_fills_licences_by_source(env, tmp_path):
+    import pandas as pd
+
+    from workers import pulls
+    from workers.cli import app
+    from workers.runtime import store
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    rows = []
+    for i, source in enumerate(["PAD-UFES-20", "HAM10000", "PAD-UFES-20"]):
+        image = make_lesion_image(np.random.default_rng(i), malignant=False, style="phone")
+        (folder / f"{i}.jpg").write_bytes(jpeg_bytes(image))
+        rows.append(f"{i}.jpg,phone,{source},IMG_{i},nv,0")
+    (folder / "manifest.csv").write_text(
+        "file,kind,source,image_id,diagnosis,malignant\n" + "\n".join(rows) + "\n"
+    )
+    runner = CliRunner()
+    res = runner.invoke(app, ["curate", "import", str(folder), "--licence", "HAM10000=CC-BY-NC",
+                              "--licence", "CC-BY", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    pull_id = json.loads(res.stdout)["pull_id"]
+    table = pd.read_csv(io.BytesIO(store().get(f"{pulls.RAW_PREFIX}{pull_id}/images.csv")))
+    assert dict(zip(table["isic_id"], table["copyright_license"], strict=True)) == {
+        "IMG_0": "CC-BY", "IMG_1": "CC-BY-NC", "IMG_2": "CC-BY",
+    }  # fmt: skip
+    res = runner.invoke(app, ["curate", "import", str(folder), "--licence", "HAM10000="])
+    assert res.exit_code != 0 and "SOURCE=LICENCE" in res.output

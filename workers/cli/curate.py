@@ -74,9 +74,19 @@ def import_(
         dir_okay=False,
         help="CSV (default FOLDER/manifest.csv): birthmark or isic-cli columns",
     ),
+    licence: list[str] = typer.Option(
+        None,
+        "--licence",
+        help="Licence for rows the manifest leaves without one: SOURCE=LICENCE (by the source "
+        "column) or LICENCE (all others); repeatable, e.g. --licence HAM10000=CC-BY-NC",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Bring a local labelled set into the store as a pull (idempotent)."""
+    try:
+        licences = curation.parse_licence_rules(licence or [])
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--licence") from None
     with Progress(
         TextColumn("importing"),
         BarColumn(),
@@ -89,6 +99,7 @@ def import_(
             store(),
             folder,
             manifest=manifest,
+            licences=licences,
             on_image=lambda done, total: progress.update(task, completed=done, total=total),
         )
     if as_json:
