@@ -7,7 +7,7 @@
 (c) (b) + the phone images of the train split
 (d) (c) with the metadata branch (resnet10_multimodal; a-c use resnet10_image)
 (e) (d) + shades-of-gray colour constancy at training and scoring time
-(f) (e) with the phone train images shown 3x as often (mixing ratio)
+(f) (e) + the auxiliary diagnosis-group loss (``TrainConfig.aux_diagnosis_weight``)
 
 Splits come from ``curation.assign_splits`` (patient_id, else lesion_id), so the test phone photos
 are of patients never seen in training. Every variant gets the same compute budget, counted in
@@ -44,14 +44,14 @@ PLOT = Path(__file__).resolve().parent / "transfer.png"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 META_FIELDS = ("age_approx", "sex", "anatom_site_general")
 
-# key: (name, arch, phone-capture augment, phone train images, colour constancy, phone repeat)
+# key: (name, arch, phone-capture augment, phone train images, colour constancy, aux weight)
 VARIANTS = {
-    "a": ("dermoscopic only, no phone aug", "resnet10_image", False, False, "none", 1),
-    "b": ("+ phone-capture aug", "resnet10_image", True, False, "none", 1),
-    "c": ("+ phone train images", "resnet10_image", True, True, "none", 1),
-    "d": ("+ metadata branch", "resnet10_multimodal", True, True, "none", 1),
-    "e": ("+ colour constancy", "resnet10_multimodal", True, True, "shades_of_gray", 1),
-    "f": ("+ phone images x3", "resnet10_multimodal", True, True, "shades_of_gray", 3),
+    "a": ("dermoscopic only, no phone aug", "resnet10_image", False, False, "none", 0.0),
+    "b": ("+ phone-capture aug", "resnet10_image", True, False, "none", 0.0),
+    "c": ("+ phone train images", "resnet10_image", True, True, "none", 0.0),
+    "d": ("+ metadata branch", "resnet10_multimodal", True, True, "none", 0.0),
+    "e": ("+ colour constancy", "resnet10_multimodal", True, True, "shades_of_gray", 0.0),
+    "f": ("+ diagnosis-group aux loss", "resnet10_multimodal", True, True, "shades_of_gray", 0.5),
 }
 
 
@@ -118,14 +118,17 @@ def measure_speed(samples: list[models.Sample], config: models.TrainConfig, *, s
 
 
 def run_variant(key, table, images, base: models.TrainConfig, budget_images: float):
-    name, arch, augment, with_phone, constancy, phone_repeat = VARIANTS[key]
+    name, arch, augment, with_phone, constancy, aux_weight = VARIANTS[key]
     train = table[(table["split"] == "train") & (with_phone | (table["kind"] == "dermoscopic"))]
     val = table[(table["split"] == "val") & (with_phone | (table["kind"] == "dermoscopic"))]
     train_samples = make_samples(train, images)
-    if with_phone and phone_repeat > 1:
-        phone = make_samples(train[train["kind"] == "phone"], images)
-        train_samples += phone * (phone_repeat - 1)
-    config = replace(base, arch=arch, augment=augment, colour_constancy=constancy)
+    config = replace(
+        base,
+        arch=arch,
+        augment=augment,
+        colour_constancy=constancy,
+        aux_diagnosis_weight=aux_weight,
+    )
     epochs = max(1, round(budget_images / len(train_samples)))
     config = replace(config, epochs=epochs, step_size=max(1, math.ceil(epochs / 3)))
     print(

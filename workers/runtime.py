@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import quote, urlparse, urlunparse
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -17,12 +17,21 @@ __all__ = ["redis_url", "redis_client", "store", "redact_url"]
 
 
 def _with_password(url: str, settings: Settings) -> str:
+    """``url`` with BIRTHMARK_REDIS_PASSWORD in it, unless the URL already carries a password.
+
+    An ACL user name in the URL is kept; the password is percent-encoded (redis-py decodes it), so
+    ``@``, ``/`` or ``:`` in it cannot change where the URL points.
+    """
     if settings.redis_password is None:
         return url
     parsed = urlparse(url)
     if parsed.password:
         return url
-    netloc = f":{settings.redis_password.get_secret_value()}@{parsed.hostname}"
+    password = quote(settings.redis_password.get_secret_value(), safe="")
+    host = parsed.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{parsed.username or ''}:{password}@{host}"
     if parsed.port:
         netloc += f":{parsed.port}"
     return urlunparse(parsed._replace(netloc=netloc))

@@ -189,6 +189,14 @@ def test_redis_password_from_url_and_from_setting(secured):
     with bound({**plain, "BIRTHMARK_REDIS_URL": tls, "BIRTHMARK_REDIS_PASSWORD": "pw"}):
         assert redis_url() == "rediss://:pw@cache.example:6380/0?ssl_cert_reqs=required"
         assert redact_url(redis_url()) == "rediss://***@cache.example:6380/0?ssl_cert_reqs=required"
+    # An ACL user in the URL is kept, and URL-special characters in the password stay inside it.
+    acl = "redis://worker@cache.example:6379/0"
+    with bound({**plain, "BIRTHMARK_REDIS_URL": acl, "BIRTHMARK_REDIS_PASSWORD": "p@ss/w:rd"}):
+        assert redis_url() == "redis://worker:p%40ss%2Fw%3Ard@cache.example:6379/0"
+        kwargs = redis_client().connection_pool.connection_kwargs
+        assert (kwargs["username"], kwargs["password"], kwargs["host"]) == (
+            "worker", "p@ss/w:rd", "cache.example",
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(
