@@ -9,6 +9,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
 __all__ = [
+    "ece_noise_floor",
     "expected_calibration_error",
     "evaluate",
     "fit_temperature",
@@ -56,11 +57,26 @@ def expected_calibration_error(y_true, prob, *, bins: int = 15) -> float:
     return float(total / len(y_true))
 
 
+def ece_noise_floor(prob, *, draws: int = 200, seed: int = 0) -> float:
+    """Mean ECE of a perfectly calibrated model with these probabilities on this many images.
+
+    Labels are drawn as Bernoulli(prob): the ECE they give is sampling noise alone. On a small
+    test set (58 phone photos here) it is far from zero, so an ECE is only meaningful next to it.
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    if len(prob) == 0:
+        return NAN
+    rng = np.random.default_rng(seed)
+    draws_ = rng.random((draws, len(prob))) < prob
+    return float(np.mean([expected_calibration_error(y, prob) for y in draws_]))
+
+
 def evaluate(y_true, prob, *, threshold: float = 0.5) -> dict:
     """Metrics for malignant probabilities ``prob`` against 0/1 labels ``y_true``.
 
-    Keys: roc_auc, balanced_accuracy, sens_at_spec_90, sens_at_spec_95, pauc_above_80_tpr, ece, n,
-    n_pos. Metrics that need both classes are NaN when only one is present.
+    Keys: roc_auc, balanced_accuracy, sens_at_spec_90, sens_at_spec_95, pauc_above_80_tpr, ece,
+    ece_floor (``ece_noise_floor``), n, n_pos. Metrics that need both classes are NaN when only
+    one is present.
     """
     y_true = np.asarray(y_true).astype(int)
     prob = np.asarray(prob, dtype=np.float64)
@@ -80,6 +96,7 @@ def evaluate(y_true, prob, *, threshold: float = 0.5) -> dict:
         "sens_at_spec_95": sensitivity_at_specificity(y_true, prob, specificity=0.95),
         "pauc_above_80_tpr": partial_auc_above_tpr(y_true, prob, min_tpr=0.8),
         "ece": expected_calibration_error(y_true, prob),
+        "ece_floor": ece_noise_floor(prob),
         "n": int(len(y_true)),
         "n_pos": int(y_true.sum()),
     }

@@ -70,3 +70,15 @@ def test_fit_temperature_recovers_a_known_temperature():
     margin = (true_logits[:, 1] - true_logits[:, 0]) * 3
     assert fit_temperature(margin, labels) == pytest.approx(3.0, rel=0.1)
     assert fit_temperature(true_logits, np.ones(5000)) == 1.0
+
+
+def test_ece_noise_floor_shrinks_with_the_number_of_images():
+    from models.evaluation import ece_noise_floor
+
+    rng = np.random.default_rng(1)
+    small, large = rng.uniform(0.05, 0.95, 58), rng.uniform(0.05, 0.95, 5000)
+    # A perfectly calibrated model still shows ECE ~0.1 on 58 images, and ~0.01 on 5,000.
+    assert 0.06 < ece_noise_floor(small) < 0.2
+    assert ece_noise_floor(large) < 0.03
+    assert ece_noise_floor(small) == ece_noise_floor(small)  # seeded
+    assert math.isnan(ece_noise_floor([]))
