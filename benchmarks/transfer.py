@@ -130,7 +130,7 @@ def run_variant(key, table, images, base: models.TrainConfig, budget_images: flo
         aux_diagnosis_weight=aux_weight,
     )
     epochs = max(1, round(budget_images / len(train_samples)))
-    config = replace(config, epochs=epochs, step_size=max(1, math.ceil(epochs / 3)))
+    config = replace(config, epochs=epochs)  # StepLR steps every third of the run
     print(
         f"[{key}] {name}: {len(train_samples)} train ({int(train['malignant'].sum())} malignant), "
         f"{len(val)} val -> {epochs} epochs",

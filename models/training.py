@@ -49,7 +49,9 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    step_size: int = 4  # StepLR: multiply the learning rate by step_gamma every step_size epochs
+    # StepLR: multiply the learning rate by step_gamma every step_size epochs; None = a third of the
+    # run, so the schedule keeps its shape when the number of epochs changes.
+    step_size: int | None = None
     step_gamma: float = 0.5
     # 0.5 = no class weighting inside the loss: with balance=True the sampler already shows both
     # classes equally often, and weighting twice would tilt the model towards one class.
@@ -75,11 +77,16 @@ class TrainConfig:
     # the image trunk; 0 switches it off. Samples without a known diagnosis do not take part.
     aux_diagnosis_weight: float = 0.0
 
+    @property
+    def lr_step_epochs(self) -> int:
+        """Epochs between learning-rate steps: ``step_size``, else a third of the run."""
+        return self.step_size or max(1, math.ceil(self.epochs / 3))
+
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         for name in ("epochs", "batch_size", "step_size", "image_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
@@ -294,7 +301,7 @@ def fit(
         trained.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=config.step_size, gamma=config.step_gamma
+        optimizer, step_size=config.lr_step_epochs, gamma=config.step_gamma
     )
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
