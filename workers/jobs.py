@@ -12,6 +12,7 @@ import redis
 __all__ = [
     "new_job_id",
     "create_job",
+    "claim_enqueue",
     "get_job",
     "update_job",
     "list_jobs",
@@ -39,6 +40,28 @@ return 0
 """
 
 
+# Claim the idempotency key (if any), write the record and index it, all or nothing: a client that
+# dies half way can no longer leave a key pointing at a job that was never written.
+# KEYS: idem key (or ""), job hash, index. ARGV: job id, created_at, then field/value pairs.
+_CREATE = """
+if KEYS[1] ~= '' then
+  if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+    return {redis.call('GET', KEYS[1]), 0}
+  end
+end
+if redis.call('HSETNX', KEYS[2], 'id', ARGV[1]) == 0 then return {ARGV[1], 0} end
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return {ARGV[1], 1}
+"""
+
+
+_CLAIM_ENQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+return redis.call('HSETNX', KEYS[1], 'enqueued_at', ARGV[1])
+"""
+
+
 def new_job_id(kind: str) -> str:
     """Sortable, unique: ``<kind>-<utc time>-<random>``."""
     return f"{kind}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
@@ -57,10 +80,6 @@ def create_job(
     The same ``job_id`` or ``idempotency_key`` twice gives back the first job and ``created=False``.
     """
     job_id = job_id or new_job_id(kind)
-    if idempotency_key:
-        claimed = r.set(f"birthmark:idem:{idempotency_key}", job_id, nx=True)
-        if not claimed:
-            return r.get(f"birthmark:idem:{idempotency_key}"), False
     now = time.time()
     record = {
         "id": job_id,
@@ -74,11 +93,22 @@ def create_job(
         "errors": 0,
         "batches": 0,
     }
-    if not r.hsetnx(_PREFIX + job_id, "id", job_id):
-        return job_id, False
-    r.hset(_PREFIX + job_id, mapping=record)
-    r.zadd(_INDEX, {job_id: now})
-    return job_id, True
+    idem = f"birthmark:idem:{idempotency_key}" if idempotency_key else ""
+    pairs = [str(x) for kv in record.items() for x in kv]
+    found, created = r.register_script(_CREATE)(
+        keys=[idem, _PREFIX + job_id, _INDEX], args=[job_id, repr(now), *pairs]
+    )
+    return found, bool(created)
+
+
+def claim_enqueue(r: redis.Redis, job_id: str) -> bool:
+    """True for exactly one caller of a queued job that nobody has queued yet.
+
+    The submitter that creates a job claims it and queues its first task. If that submitter died
+    in between (after the record, before the queue), the next submission of the same job id or
+    idempotency key claims it instead, so the job runs rather than waiting forever.
+    """
+    return bool(r.register_script(_CLAIM_ENQUEUE)(keys=[_PREFIX + job_id], args=[time.time()]))
 
 
 def get_job(r: redis.Redis, job_id: str) -> dict[str, Any] | None:

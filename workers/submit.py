@@ -36,9 +36,10 @@ def submit_scoring(
     job_id, created = jobs.create_job(
         r, kind=kind, params=params, job_id=job_id, idempotency_key=idempotency_key
     )
-    if created:
+    if created or not store().exists(request_key(job_id)):
         body = {"items": list(items), "prefixes": list(prefixes)}
         store().put(request_key(job_id), json.dumps(body, ensure_ascii=False).encode())
+    if jobs.claim_enqueue(r, job_id):  # also repairs a job whose submitter died before queueing
         plan.delay(job_id)
     return job_id, created
 
@@ -56,6 +57,6 @@ def submit_task_job(
     job_id, created = jobs.create_job(
         r, kind=kind, params=params, job_id=job_id, idempotency_key=idempotency_key
     )
-    if created:
+    if jobs.claim_enqueue(r, job_id):  # also repairs a job whose submitter died before queueing
         task.delay(job_id)
     return job_id, created

@@ -45,3 +45,31 @@ def test_same_idempotency_key_twice_is_one_job(scoring_service):
         assert new_jobs == {job_id}
         assert_one_row_per_input(list(results.read_rows(st, job_id)), keys)
         assert jobs.get_job(r, job_id)["done"] == len(keys)
+
+
+def test_a_submitter_that_died_before_queueing_is_repaired_by_the_retry(scoring_service):
+    from workers import jobs, results
+    from workers.runtime import redis_client, store
+    from workers.submit import submit_scoring
+
+    with bound(scoring_service.env):
+        st, r = store(), redis_client()
+        keys = [f"uploads/orphan/{i}.jpg" for i in range(3)]
+        for i, key in enumerate(keys):
+            st.put(key, sample_jpeg(i, size=(160, 120)))
+        items = [{"key": k, "source": k} for k in keys]
+        # The first submitter wrote the job record and died: no request body, nothing queued.
+        job_id, created = jobs.create_job(
+            r, kind="score", params={}, idempotency_key="died-before-queueing"
+        )
+        assert created and jobs.get_job(r, job_id)["status"] == "queued"
+
+        # The client's retry gets the same job back, and this time it runs.
+        assert submit_scoring(items=items, idempotency_key="died-before-queueing") == (
+            job_id, False,
+        )  # fmt: skip
+        job = wait_job(job_id, timeout=60)
+        assert job["status"] == "done", job.get("message")
+        assert_one_row_per_input(list(results.read_rows(st, job_id)), keys)
+        # Once queued, further retries queue nothing more.
+        assert not jobs.claim_enqueue(r, job_id)
