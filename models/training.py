@@ -45,7 +45,7 @@ _RESUMABLE_CHANGES = frozenset({"epochs", "device", "num_workers"})
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = "resnet10_multimodal"
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -75,7 +75,7 @@ class TrainConfig:
     colour_constancy: str = "shades_of_gray"
     # Weight of an auxiliary cross-entropy on the diagnosis group (models.diagnosis) predicted from
     # the image trunk; 0 switches it off. Samples without a known diagnosis do not take part.
-    aux_diagnosis_weight: float = 0.0
+    aux_diagnosis_weight: float = 0.5
 
     @property
     def lr_step_epochs(self) -> int:
