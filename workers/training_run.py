@@ -74,12 +74,11 @@ def is_phone_like(df: pd.DataFrame) -> pd.Series:
 def evaluate_model(
     predictor: models.Predictor, df: pd.DataFrame, cache: models.DecodedImageCache
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics on ``df`` overall and on its phone-like subset; returns (metrics, probabilities)."""
+    """Metrics on ``df`` overall, on its phone-like subset and on the rest (dermoscopic and other
+    archive images); returns (metrics, probabilities)."""
     if df.empty:
-        return {
-            "overall": models.evaluate([], []),
-            "phone_like": models.evaluate([], []),
-        }, np.array([])
+        empty = models.evaluate([], [])
+        return {"overall": empty, "phone_like": empty, "not_phone_like": empty}, np.array([])
     images = [cache.load(k) for k in df["key"]]
     meta = [_metadata(r) for r in df.to_dict("records")]
     prob = predictor.predict(images, meta)
@@ -88,6 +87,7 @@ def evaluate_model(
     return {
         "overall": models.evaluate(y, prob),
         "phone_like": models.evaluate(y[phone], prob[phone]),
+        "not_phone_like": models.evaluate(y[~phone], prob[~phone]),
     }, prob
 
 

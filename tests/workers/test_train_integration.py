@@ -52,7 +52,7 @@ def test_train_promote_registry_and_rollback(env, curated, start_worker):
     for field in ("sha256", "data_version", "metrics", "code_version", "train_config"):
         assert field in card
     assert 0.0 <= card["metrics"]["overall"]["roc_auc"] <= 1.0
-    assert "phone_like" in card["metrics"]
+    assert {"overall", "phone_like", "not_phone_like"} <= card["metrics"].keys()
     assert b"data:image/png;base64" in st.get(f"models/{first['model_id']}/report.html")
 
     # A second run with other settings: promoted only if it beats the champion on the same holdout.

@@ -48,7 +48,9 @@ def train(
         console.print(
             f"model [bold]{res['model_id']}[/] on {res['data_version']}: "
             f"test AUC {m['overall']['roc_auc']:.3f}, "
-            f"phone-like AUC {m['phone_like']['roc_auc']:.3f}"
+            f"phone-like AUC {m['phone_like']['roc_auc']:.3f}, "
+            f"others AUC {m.get('not_phone_like', {}).get('roc_auc', float('nan')):.3f}; "
+            f"ECE {m['overall']['ece']:.3f} (a calibrated model: ~{m['overall']['ece_floor']:.3f})"
         )
         console.print(("promoted: " if res["promoted"] else "challenger: ") + res["reason"])
     else:
