@@ -45,12 +45,14 @@ def train(
     elif job["status"] == "done":
         res = job["result"]
         m = res["metrics"]
+        nan = float("nan")
         console.print(
             f"model [bold]{res['model_id']}[/] on {res['data_version']}: "
             f"test AUC {m['overall']['roc_auc']:.3f}, "
             f"phone-like AUC {m['phone_like']['roc_auc']:.3f}, "
-            f"others AUC {m.get('not_phone_like', {}).get('roc_auc', float('nan')):.3f}; "
-            f"ECE {m['overall']['ece']:.3f} (a calibrated model: ~{m['overall']['ece_floor']:.3f})"
+            f"others AUC {m.get('not_phone_like', {}).get('roc_auc', nan):.3f}; "
+            f"ECE {m['overall']['ece']:.3f} "
+            f"(a calibrated model: ~{m['overall'].get('ece_floor', nan):.3f})"
         )
         console.print(("promoted: " if res["promoted"] else "challenger: ") + res["reason"])
     else:
