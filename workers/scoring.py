@@ -2,13 +2,19 @@
 
 Every item ends as exactly one row, ``ok`` or ``error`` with a kind; only a transient store failure
 (:class:`~workers.store.StoreUnavailable`) escapes, so the Celery task retries the whole batch.
+
+The model should never wait: the fetch pool lives as long as the process (a batch starts fetching
+at once), the champion is looked up while the first objects download, and the first chunk goes to
+the model as soon as a few images are ready instead of a full chunk.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +130,24 @@ def _fetch_and_decode(
     return _Fetched(item, decoded.image, models.assess_quality(decoded), decoded.original_size)
 
 
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None  # (pid, threads) the pool was made for
+_pool_lock = threading.Lock()
+
+
+def _fetch_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's fetch/decode pool, made on first use (after any fork: threads do not fork)."""
+    global _pool, _pool_key
+    key = (os.getpid(), threads)
+    with _pool_lock:
+        if _pool_key != key:
+            if _pool is not None and _pool_key is not None and _pool_key[0] == key[0]:
+                _pool.shutdown(wait=False)  # resized: idle threads exit, running ones finish
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch")
+            _pool_key = key
+        return _pool
+
+
 def score_batch(
     store: Store,
     items: Sequence[Item],
@@ -134,11 +158,42 @@ def score_batch(
     max_pixels: int,
     threads: int = 4,
     chunk: int = 16,
+    min_chunk: int = 4,
 ) -> list[dict[str, Any]]:
-    """Rows for ``items`` in input order; downloads/decodes overlap with inference."""
+    """Rows for ``items`` in input order; downloads/decodes overlap with inference.
+
+    Images go to the model in chunks of up to ``chunk``; once ``min_chunk`` are decoded and the
+    next one is not, they go at once rather than leave the model idle.
+    """
+    pool = _fetch_pool(threads)
+    futures: list[Future[_Fetched]] = [
+        pool.submit(
+            _fetch_and_decode,
+            store,
+            it,
+            allowed_prefixes=allowed_prefixes,
+            max_bytes=max_bytes,
+            max_pixels=max_pixels,
+        )  # fmt: skip
+        for it in items
+    ]
+    try:
+        return _score_fetched(futures, model=model, chunk=chunk, min_chunk=min_chunk)
+    finally:
+        for fut in futures:  # on a retried failure, do not fetch for a batch that is gone
+            fut.cancel()
+
+
+def _score_fetched(
+    futures: Sequence[Future[_Fetched]],
+    *,
+    model: Callable[[], ScoringModel | None],
+    chunk: int,
+    min_chunk: int,
+) -> list[dict[str, Any]]:
     unavailable = None
     try:
-        scoring = model()
+        scoring = model()  # the CHAMPION lookup overlaps the first downloads
     except ModelUnavailable as err:
         log.error("%s", err)
         scoring, unavailable = None, str(err)
@@ -178,26 +233,15 @@ def score_batch(
                 rows.append(row)
         pending.clear()
 
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch") as pool:
-        futures = [
-            pool.submit(
-                _fetch_and_decode,
-                store,
-                it,
-                allowed_prefixes=allowed_prefixes,
-                max_bytes=max_bytes,
-                max_pixels=max_pixels,
-            )  # fmt: skip
-            for it in items
-        ]
-        for fut in futures:
-            fetched = fut.result()  # StoreUnavailable propagates: the task retries the batch
-            if fetched.row is not None:
-                flush()  # keep rows in input order
-                rows.append(fetched.row)
-            else:
-                pending.append(fetched)
-                if len(pending) >= chunk:
-                    flush()
-        flush()
+    for i, fut in enumerate(futures):
+        fetched = fut.result()  # StoreUnavailable propagates: the task retries the batch
+        if fetched.row is not None:
+            flush()  # keep rows in input order
+            rows.append(fetched.row)
+            continue
+        pending.append(fetched)
+        next_ready = i + 1 < len(futures) and futures[i + 1].done()
+        if len(pending) >= chunk or (len(pending) >= min_chunk and not next_ready):
+            flush()
+    flush()
     return rows

@@ -6,9 +6,9 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from models import DecodedImage, ImageError, decode_image
+from models import DecodedImage, ImageError, decode_image, to_tensor
 
 from .conftest import encode
 
@@ -74,6 +74,42 @@ def test_exif_rotated_jpeg_swaps_width_and_height():
     decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()))
     assert decoded.original_size == (80, 40)
     assert decoded.image.size == (40, 80)
+
+
+def _smooth_photo(width: int, height: int) -> Image.Image:
+    """A smooth frame with a corner marker: orientation errors and resampling errors both show."""
+    rng = np.random.default_rng(1)
+    coarse = rng.integers(60, 220, (height // 32, width // 32, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+    image.paste((10, 10, 10), (0, 0, width // 5, height // 5))  # dark top-left before rotation
+    return image
+
+
+def _pillow_reference(data: bytes, size: tuple[int, int], *, draft: bool) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    if draft:
+        image.draft("RGB", (224, 224))
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_fast_resize_matches_pillow_on_exif_rotated_jpeg(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(_smooth_photo(1024, 768), "JPEG", quality=90, exif=exif.tobytes())
+    decoded = decode_image(data, target=224)
+    expected = (299, 224) if orientation in (1, 3) else (224, 299)
+    assert decoded.image.mode == "RGB" and decoded.image.size == expected
+    ours = np.asarray(decoded.image, np.int16)
+    # Same draft decode, Pillow's own resize: the torchvision kernel is the same filter.
+    same_draft = np.asarray(_pillow_reference(data, expected, draft=True), np.int16)
+    assert np.abs(ours - same_draft).max() <= 1
+    # Full-resolution Pillow decode: same orientation and near-identical network input.
+    full = _pillow_reference(data, expected, draft=False)
+    assert (to_tensor(decoded.image) - to_tensor(full)).abs().mean() < 0.02
+    corner = {1: (0, 0), 3: (-1, -1), 6: (0, -1), 8: (-1, 0)}[orientation]
+    assert ours[corner[0] * 10, corner[1] * 10].max() < 40  # the dark marker ended up here
 
 
 def test_bad_exif_orientation_is_ignored():

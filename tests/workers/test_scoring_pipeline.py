@@ -1,0 +1,64 @@
+"""score_batch's pipeline on an in-memory store: order, chunking, failures, the shared pool."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.workers.helpers import good_jpeg
+from workers.scoring import Item, ScoringModel, score_batch
+from workers.store import ObjectMissing, StoreUnavailable
+
+
+class _Store:
+    def __init__(self, objects: dict[str, bytes], *, down: set[str] = frozenset()) -> None:
+        self.objects, self.down = objects, down
+
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        if key in self.down:
+            raise StoreUnavailable(f"{key}: connection reset")
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise ObjectMissing(key) from None
+
+
+class _Predictor:
+    """Records each chunk it is given; the probability is the image width, to check alignment."""
+
+    def __init__(self) -> None:
+        self.chunks: list[int] = []
+
+    def predict(self, images, metadata=None) -> np.ndarray:
+        self.chunks.append(len(images))
+        return np.array([im.size[0] / 1000 for im in images])
+
+
+def _score(store, items, predictor, **kwargs):
+    scoring = ScoringModel("m1", predictor, threshold=0.5)
+    return score_batch(
+        store, items, model=lambda: scoring, max_bytes=1 << 24, max_pixels=10**8, **kwargs
+    )
+
+
+def test_rows_in_input_order_with_chunks_between_min_and_max():
+    widths = [64 + 8 * i for i in range(40)]
+    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(w, 48)) for i, w in enumerate(widths)}
+    items = [Item(k, k) for k in objects]
+    items.insert(7, Item("uploads/gone.jpg", "uploads/gone.jpg"))
+    predictor = _Predictor()
+    rows = _score(_Store(objects), items, predictor, threads=3, chunk=6, min_chunk=2)
+    assert [r["key"] for r in rows] == [it.source for it in items]
+    assert rows[7]["error_kind"] == "missing"
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert [round(r["probability"] * 1000) for r in ok] == widths
+    assert sum(predictor.chunks) == 40 and max(predictor.chunks) <= 6
+
+
+def test_transient_failure_escapes_and_the_pool_keeps_working():
+    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(64, 48)) for i in range(12)}
+    items = [Item(k, k) for k in objects]
+    with pytest.raises(StoreUnavailable):
+        _score(_Store(objects, down={"uploads/05.jpg"}), items, _Predictor(), threads=2)
+    rows = _score(_Store(objects), items, _Predictor(), threads=2)
+    assert [r["status"] for r in rows] == ["ok"] * 12
