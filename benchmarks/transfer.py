@@ -8,6 +8,7 @@
 (d) (c) with the metadata branch (resnet10_multimodal; a-c use resnet10_image)
 (e) (d) + shades-of-gray colour constancy at training and scoring time
 (f) (e) + the auxiliary diagnosis-group loss (``TrainConfig.aux_diagnosis_weight``)
+(g) (f) with the phone-capture augmentation at strength 0.3 instead of 1.0 (today's default)
 
 Splits come from ``curation.assign_splits`` (patient_id, else lesion_id), so the test phone photos
 are of patients never seen in training. Every variant gets the same compute budget, counted in
@@ -44,14 +45,17 @@ PLOT = Path(__file__).resolve().parent / "transfer.png"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 META_FIELDS = ("age_approx", "sex", "anatom_site_general")
 
-# key: (name, arch, phone-capture augment, phone train images, colour constancy, aux weight)
+# key: (name, arch, phone-capture augment strength (0 = off), phone train images,
+#       colour constancy, aux weight)
+MM, SOG = "resnet10_multimodal", "shades_of_gray"
 VARIANTS = {
-    "a": ("dermoscopic only, no phone aug", "resnet10_image", False, False, "none", 0.0),
-    "b": ("+ phone-capture aug", "resnet10_image", True, False, "none", 0.0),
-    "c": ("+ phone train images", "resnet10_image", True, True, "none", 0.0),
-    "d": ("+ metadata branch", "resnet10_multimodal", True, True, "none", 0.0),
-    "e": ("+ colour constancy", "resnet10_multimodal", True, True, "shades_of_gray", 0.0),
-    "f": ("+ diagnosis-group aux loss", "resnet10_multimodal", True, True, "shades_of_gray", 0.5),
+    "a": ("dermoscopic only, no phone aug", "resnet10_image", 0.0, False, "none", 0.0),
+    "b": ("+ phone-capture aug", "resnet10_image", 1.0, False, "none", 0.0),
+    "c": ("+ phone train images", "resnet10_image", 1.0, True, "none", 0.0),
+    "d": ("+ metadata branch", MM, 1.0, True, "none", 0.0),
+    "e": ("+ colour constancy", MM, 1.0, True, SOG, 0.0),
+    "f": ("+ diagnosis-group aux loss", MM, 1.0, True, SOG, 0.5),
+    "g": ("(f) with milder aug (0.3): default", MM, 0.3, True, SOG, 0.5),
 }
 
 
@@ -118,14 +122,15 @@ def measure_speed(samples: list[models.Sample], config: models.TrainConfig, *, s
 
 
 def run_variant(key, table, images, base: models.TrainConfig, budget_images: float):
-    name, arch, augment, with_phone, constancy, aux_weight = VARIANTS[key]
+    name, arch, strength, with_phone, constancy, aux_weight = VARIANTS[key]
     train = table[(table["split"] == "train") & (with_phone | (table["kind"] == "dermoscopic"))]
     val = table[(table["split"] == "val") & (with_phone | (table["kind"] == "dermoscopic"))]
     train_samples = make_samples(train, images)
     config = replace(
         base,
         arch=arch,
-        augment=augment,
+        augment=strength > 0,
+        augment_strength=strength or 1.0,
         colour_constancy=constancy,
         aux_diagnosis_weight=aux_weight,
     )
@@ -235,8 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         "--speed", type=float, default=None, help="img/s the budget assumes (default: measured)"
     )
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--variants", default="abcdef")
-    parser.add_argument("--augment-strength", type=float, default=1.0)
+    parser.add_argument("--variants", default="abcdefg")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -255,7 +259,6 @@ def main(argv: list[str] | None = None) -> None:
         image_size=args.image_size,
         device="cpu",
         seed=args.seed,
-        augment_strength=args.augment_strength,
     )
     speed = args.speed
     if speed is None:
