@@ -60,7 +60,7 @@ class TrainConfig:
     image_size: int = 128
     augment: bool = True
     # Phone-capture augmentation at full strength slowed learning on both domains in
-    # benchmarks/transfer_results.md (variants b vs a, g vs f); 0.3 keeps its kinds of distortion mild.
+    # benchmarks/transfer_results.md (variants b vs a, g vs f); 0.3 keeps its distortions mild.
     augment_strength: float = 0.3
     balance: bool = True  # sample classes with equal probability (with replacement)
     seed: int = 0
