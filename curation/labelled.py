@@ -95,8 +95,9 @@ def fill_licences(df: pd.DataFrame, rules: dict[str, str]) -> pd.DataFrame:
     out = df.copy()
     if not rules:
         return out
-    sources = out["source"] if "source" in out.columns else pd.Series(None, index=out.index)
-    current = out["copyright_license"] if "copyright_license" in out.columns else sources * None
+    missing = pd.Series(None, index=out.index, dtype=object)
+    sources = out.get("source", missing)
+    current = out.get("copyright_license", missing)
     filled = []
     for given, source in zip(current, sources, strict=True):
         given = clean_text(given)
