@@ -69,3 +69,11 @@ def _jpeg(i: int, size: tuple[int, int]) -> bytes:
 def sample_jpeg(i: int, *, size: tuple[int, int] = (640, 480)) -> bytes:
     """Photo-like JPEGs, 8 distinct ones reused: generating each costs ~0.1 s of test time."""
     return _jpeg(i % 8, size)
+
+
+def upload_samples(store, name: str, n: int, *, size: tuple[int, int] = (640, 480)) -> list[str]:
+    """Put ``n`` sample JPEGs under ``uploads/<name>/``; returns their keys in order."""
+    keys = [f"uploads/{name}/{i:03d}.jpg" for i in range(n)]
+    for i, key in enumerate(keys):
+        store.put(key, sample_jpeg(i, size=size))
+    return keys

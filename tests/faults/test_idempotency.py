@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.faults._support import assert_one_row_per_input, sample_jpeg, wait_job
+from tests.faults._support import assert_one_row_per_input, upload_samples, wait_job
 from tests.faults.conftest import bound
 
 pytestmark = pytest.mark.integration
@@ -19,9 +19,7 @@ def test_same_idempotency_key_twice_is_one_job(scoring_service):
 
     with bound(scoring_service.env):
         st, r = store(), redis_client()
-        keys = [f"uploads/idem/{i}.jpg" for i in range(5)]
-        for i, key in enumerate(keys):
-            st.put(key, sample_jpeg(i, size=(160, 120)))
+        keys = upload_samples(st, "idem", 5, size=(160, 120))
         items = [{"key": k, "source": k} for k in keys]
         before = {j["id"] for j in jobs.list_jobs(r, limit=1000)}
 
@@ -54,9 +52,7 @@ def test_a_submitter_that_died_before_queueing_is_repaired_by_the_retry(scoring_
 
     with bound(scoring_service.env):
         st, r = store(), redis_client()
-        keys = [f"uploads/orphan/{i}.jpg" for i in range(3)]
-        for i, key in enumerate(keys):
-            st.put(key, sample_jpeg(i, size=(160, 120)))
+        keys = upload_samples(st, "orphan", 3, size=(160, 120))
         items = [{"key": k, "source": k} for k in keys]
         # The first submitter wrote the job record and died: no request body, nothing queued.
         job_id, created = jobs.create_job(

@@ -24,7 +24,7 @@ from tests.faults._support import (
     assert_one_row_per_input,
     job_status,
     part_count,
-    sample_jpeg,
+    upload_samples,
     wait_for,
     wait_job,
 )
@@ -33,13 +33,6 @@ from tests.faults.conftest import SERVICE_BATCH, bound
 pytestmark = pytest.mark.integration
 
 BATCH = SERVICE_BATCH
-
-
-def _upload(st, name: str, n: int) -> list[str]:
-    keys = [f"uploads/{name}/{i:03d}.jpg" for i in range(n)]
-    for i, key in enumerate(keys):
-        st.put(key, sample_jpeg(i))
-    return keys
 
 
 def test_redis_restart_mid_job_completes_on_its_own(scoring_service):
@@ -52,7 +45,7 @@ def test_redis_restart_mid_job_completes_on_its_own(scoring_service):
 
 
 def _restart_mid_job(server, st, submit_scoring, results) -> None:
-    keys = _upload(st, "restart", 48)
+    keys = upload_samples(st, "restart", 48)
     job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
     wait_for(lambda: part_count(st, job_id) >= 1, timeout=60, interval=0.01, what="a part")
     server.stop()  # SIGTERM: redis-server fsyncs its AOF and exits
@@ -81,7 +74,7 @@ def _lost_queue() -> None:
     from workers.submit import submit_scoring
 
     st, r = store(), redis_client()
-    keys = _upload(st, "lost", 36)
+    keys = upload_samples(st, "lost", 36)
     job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
     wait_for(lambda: part_count(st, job_id) >= 1, timeout=60, interval=0.01, what="a part")
     r.delete("score")  # the queued batches are gone; the job record survives

@@ -20,7 +20,7 @@ from tests.conftest import free_port, wait_port
 from tests.faults._support import (
     assert_one_row_per_input,
     job_status,
-    sample_jpeg,
+    upload_samples,
     wait_for,
     wait_job,
 )
@@ -64,9 +64,7 @@ def test_s3_outage_mid_job_is_retried_with_backoff(
         with bound(env):
             st = store()
             publish_tiny_champion(st)
-            keys = [f"uploads/outage/{i:03d}.jpg" for i in range(N_INPUTS)]
-            for i, key in enumerate(keys):
-                st.put(key, sample_jpeg(i))
+            keys = upload_samples(st, "outage", N_INPUTS)
             worker = workers.start(env)
             job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
             wait_for(

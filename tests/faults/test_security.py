@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RedisServer
-from tests.faults._support import sample_jpeg, wait_for, wait_job
+from tests.faults._support import sample_jpeg, upload_samples, wait_for, wait_job
 from tests.faults.conftest import Workers, base_env, bound
 from tests.workers.helpers import publish_tiny_champion
 
@@ -114,9 +114,7 @@ def test_tampered_model_is_refused_and_rows_say_so(secured):
             models.load_checkpoint(bytes(tampered), registry.read_card(st, model_id))
 
         st.put(f"models/{model_id}/model.safetensors", bytes(tampered))
-        keys = [f"uploads/tampered/{i}.jpg" for i in range(3)]
-        for i, key in enumerate(keys):
-            st.put(key, sample_jpeg(i, size=(160, 120)))
+        keys = upload_samples(st, "tampered", 3, size=(160, 120))
         job_id, _ = submit_scoring(items=[{"key": k} for k in keys])
         job = wait_job(job_id, timeout=60)
         assert job["status"] == "done", job

@@ -14,7 +14,7 @@ import pytest
 from tests.faults._support import (
     assert_one_row_per_input,
     part_count,
-    sample_jpeg,
+    upload_samples,
     wait_for,
     wait_job,
 )
@@ -42,9 +42,7 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path, private_redis,
     with bound(env):
         st = store()
         publish_tiny_champion(st)
-        keys = [f"uploads/kill/{i:03d}.jpg" for i in range(N_INPUTS)]
-        for i, key in enumerate(keys):
-            st.put(key, sample_jpeg(i))
+        keys = upload_samples(st, "kill", N_INPUTS)
         first = workers.start(env)
         job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
         n_batches = N_INPUTS // BATCH
