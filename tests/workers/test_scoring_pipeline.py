@@ -62,3 +62,26 @@ def test_transient_failure_escapes_and_the_pool_keeps_working():
         _score(_Store(objects, down={"uploads/05.jpg"}), items, _Predictor(), threads=2)
     rows = _score(_Store(objects), items, _Predictor(), threads=2)
     assert [r["status"] for r in rows] == ["ok"] * 12
+
+
+def test_score_worker_shortens_the_gil_switch_interval_when_it_loads_a_model(env, monkeypatch):
+    import sys
+
+    import torch
+
+    from benchmarks._stack import reset_caches
+    from tests.workers.helpers import publish_tiny_champion
+    from workers.runtime import store
+    from workers.tasks import score
+
+    monkeypatch.setenv("BIRTHMARK_SCORE_GIL_SWITCH_MS", "2")
+    monkeypatch.setattr(score, "_loaded", {})
+    reset_caches()
+    model_id = publish_tiny_champion(store())
+    before, threads = sys.getswitchinterval(), torch.get_num_threads()
+    try:
+        assert score.current_model().model_id == model_id
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
+        torch.set_num_threads(threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -44,6 +45,8 @@ def current_model() -> ScoringModel | None:
         settings = get_settings()
         if not _loaded:
             models.set_threads(settings.score_torch_thread_count)
+            if settings.score_gil_switch_ms:
+                sys.setswitchinterval(settings.score_gil_switch_ms / 1000)
         _loaded.clear()
         _loaded[model_id] = load_scoring_model(
             st,
