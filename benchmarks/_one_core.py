@@ -18,16 +18,17 @@ import torch  # noqa: E402
 import models  # noqa: E402
 from benchmarks._images import jpeg_set  # noqa: E402
 from benchmarks._timing import median_rate  # noqa: E402
-from curation import phone_likeness  # noqa: E402
+from curation import PhoneThresholds, phone_likeness  # noqa: E402
 
 
 def main(n: int, repeats: int) -> dict[str, float]:
     torch.set_num_threads(1)
     blobs = jpeg_set(1024, 768, n)
+    working = PhoneThresholds().working_size  # decoded as workers/curating.py does
 
     def run() -> None:
         for data in blobs:
-            phone_likeness(models.decode_image(data, target=256).image)
+            phone_likeness(models.decode_image(data, target=working).image)
 
     return {"curation_filter": median_rate(run, len(blobs), repeats=repeats)}
 
