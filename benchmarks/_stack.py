@@ -6,6 +6,7 @@ A redis-server process, moto's S3 HTTP server (in a thread, counting the request
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -158,7 +159,12 @@ class S3Server:
             def log_request(self, *args, **kwargs) -> None:  # one line per request is noise here
                 pass
 
-        self.app = _Counting(DomainDispatcherApplication(create_backend_app))
+        class _Dispatcher(DomainDispatcherApplication):
+            @functools.lru_cache(maxsize=64)  # noqa: B019 (one dispatcher per server)
+            def get_backend_for_host(self, host: str | None):
+                return super().get_backend_for_host(host)
+
+        self.app = _Counting(_Dispatcher(create_backend_app))
         self._server = make_server("127.0.0.1", self.port, self.app, True, request_handler=_Quiet)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
