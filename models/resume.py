@@ -1,7 +1,8 @@
 """Training state as one blob: safetensors for tensors, JSON for everything else; no pickle.
 
 The blob is a safetensors file whose tensors are the model weights (``model.<name>``) and the
-optimizer's per-parameter state flattened by name (``optim.<param index>.<key>``); its string
+optimizer's per-parameter state flattened by name (``optim.<param index>.<key>``) and, while
+weights are being averaged, the running average (``average.<name>``); its string
 metadata holds one JSON document with the optimizer's hyper-parameters, the scheduler and AMP
 grad-scaler state, and whatever the training loop adds (epoch, history, config).
 """
@@ -29,8 +30,13 @@ def pack_train_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     extra: Mapping,
+    average: nn.Module | None = None,
 ) -> bytes:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if average is not None:  # the running weight average (torch.optim.swa_utils.AveragedModel)
+        tensors |= {
+            f"average.{k}": v.detach().cpu().contiguous() for k, v in average.state_dict().items()
+        }
     optim = optimizer.state_dict()
     scalars: dict[str, dict[str, object]] = {}
     for index, state in optim["state"].items():
@@ -74,9 +80,15 @@ def restore_train_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
+    average: nn.Module | None = None,
 ) -> dict:
     """Load a ``pack_train_state`` blob into the given objects; returns its ``extra`` mapping."""
     tensors, doc = _read(blob)
+    saved_average = {
+        k.removeprefix("average."): v for k, v in tensors.items() if k.startswith("average.")
+    }
+    if average is not None and saved_average:
+        average.load_state_dict(saved_average, strict=True)
     model.load_state_dict(
         {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
         strict=True,

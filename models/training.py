@@ -78,6 +78,10 @@ class TrainConfig:
     # Weight of an auxiliary cross-entropy on the diagnosis group (models.diagnosis) predicted from
     # the image trunk; 0 switches it off. Samples without a known diagnosis do not take part.
     aux_diagnosis_weight: float = 0.5
+    # Average the weights at the end of each epoch of the last learning-rate step (stochastic
+    # weight averaging with StepLR's last phase as the averaging window), then re-estimate the
+    # batch-norm statistics. The last epoch alone moves val AUC by +-0.01 from epoch to epoch.
+    average_weights: bool = True
 
     @property
     def lr_step_epochs(self) -> int:
@@ -307,11 +311,20 @@ def fit(
     )
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    average_after = config.epochs - config.lr_step_epochs  # epochs before the averaging window
+    averaged = None
+    if config.average_weights and config.epochs - average_after > 1:
+        averaged = torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
     history: list[dict] = []
     start = 0
     if resume is not None:
         extra = restore_train_state(
-            resume, model=trained, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+            resume,
+            model=trained,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            average=averaged,
         )
         _check_resumable(extra["config"], config)
         start, history = int(extra["epoch"]), list(extra["history"])
@@ -369,6 +382,8 @@ def fit(
             batch_size=config.batch_size,
         )
         val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
+        if averaged is not None and epoch >= average_after:
+            averaged.update_parameters(model)
         seconds = time.perf_counter() - began
         record = {
             "epoch": epoch + 1,
@@ -389,16 +404,33 @@ def fit(
                     scheduler=scheduler,
                     scaler=scaler,
                     extra=extra,
+                    average=averaged,
                 )
 
             state = {**record, "epochs": config.epochs, "history": list(history)}
             on_epoch(EpochState(**state, _pack=pack))
 
+    averaged_epochs = int(averaged.n_averaged) if averaged is not None else 0
+    if averaged_epochs > 1:
+        with torch.no_grad():
+            for param, mean in zip(model.parameters(), averaged.module.parameters(), strict=True):
+                param.copy_(mean)
+        order = _epoch_order(train_labels, balance=config.balance, seed=config.seed)
+        _recalibrate_batch_norm(
+            model,
+            train_batcher,
+            order,
+            device,
+            images=max(config.bn_recalibration_images, 4 * config.batch_size),
+            batch_size=config.batch_size,
+        )
+        val_logits = np.zeros((0, 2), np.float32)
     model.eval()
     if start >= config.epochs or not len(val_logits):
         val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
     temperature = fit_temperature(val_logits, val_labels) if len(val_labels) else 1.0
     card = _card(config, history, train_labels, val_labels, val_logits, temperature, device)
+    card["averaged_epochs"] = averaged_epochs if averaged_epochs > 1 else 0
     return TrainResult(model, card, history)
 
 

@@ -119,3 +119,27 @@ def test_auxiliary_diagnosis_head_trains_resumes_and_stays_out_of_the_checkpoint
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
     with pytest.raises(ValueError, match="aux_diagnosis_weight"):
         TrainConfig(aux_diagnosis_weight=-1)
+
+
+def test_weights_are_averaged_over_the_last_learning_rate_step_and_resume_keeps_the_average():
+    from safetensors.torch import load as load_tensors
+
+    train, val = _samples(16, seed=11, size=32), _samples(6, seed=12, size=32)
+    config = _tiny_config(epochs=4, step_size=2)  # lr steps after epoch 2: average epochs 3-4
+    blobs: list[bytes] = []
+    full = fit(train, val, config=config, on_epoch=lambda s: blobs.append(s.resume_blob()))
+    assert full.card["averaged_epochs"] == 2
+    epoch_weights = [load_tensors(blob) for blob in blobs]
+    for name, param in full.model.named_parameters():
+        mean = (epoch_weights[2][f"model.{name}"] + epoch_weights[3][f"model.{name}"]) / 2
+        torch.testing.assert_close(param.detach(), mean, msg=name)
+
+    last_only = fit(train, val, config=_tiny_config(epochs=4, step_size=2, average_weights=False))
+    assert last_only.card["averaged_epochs"] == 0
+    for name, param in last_only.model.named_parameters():
+        torch.testing.assert_close(param.detach(), epoch_weights[3][f"model.{name}"], msg=name)
+
+    resumed = fit(train, val, config=config, resume=blobs[2])  # one epoch into the average
+    for name, tensor in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
+    assert resumed.card["val_metrics"] == pytest.approx(full.card["val_metrics"])
