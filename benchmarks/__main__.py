@@ -3,7 +3,8 @@
     python -m benchmarks [--quick] [--small N] [--large N] [--repeats R] [--no-compile]
 
 Every ratio compares two things measured in the same run, interleaved where they share the
-machine, after a warm-up; rates are medians. See benchmarks/SCALING.md for the scaling notes.
+machine, after a warm-up; rates are medians; the e2e rows add the lowest and highest per-round
+ratio in brackets. See benchmarks/SCALING.md for the scaling notes.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
         for name, blobs in (("e2e 1024x768", small), ("e2e 4000x3000", large)):
             r = e2e.compare(stack, blobs, repeats=args.repeats)
             log(f"{name}: {r}")
-            rows.append(_ratio_row(name, r["queued"], r["bare"], r["ratio"], "img/s", 0.9))
+            row = _ratio_row(name, r["queued"], r["bare"], r["ratio"], "img/s", 0.9)
+            row.ratio += f" ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})"  # per-round spread
+            rows.append(row)
             if name == "e2e 1024x768":
                 one_worker = r["queued"]
         lat = e2e.latency(stack, small[0], n=args.latency_n)

@@ -35,11 +35,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def side_by_side(
-    a: Callable[[], object], b: Callable[[], object], items: int, *, repeats: int = 3
+    a: Callable[[], object],
+    b: Callable[[], object],
+    items: int,
+    *,
+    repeats: int = 3,
+    rounds: list[float] | None = None,
 ) -> tuple[float, float, float]:
     """Interleaved runs of ``a`` and ``b`` (after one warm-up each), so both see the same load.
 
-    Returns the median items/s of each and the median of the per-round ratios ``b / a``.
+    Returns the median items/s of each and the median of the per-round ratios ``b / a``; the
+    per-round ratios themselves are appended to ``rounds`` when given.
     """
     a()
     b()
@@ -54,4 +60,6 @@ def side_by_side(
         rates_a.append(rate_a)
         rates_b.append(rate_b)
         ratios.append(rate_b / rate_a)
+    if rounds is not None:
+        rounds.extend(ratios)
     return statistics.median(rates_a), statistics.median(rates_b), statistics.median(ratios)

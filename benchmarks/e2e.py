@@ -179,10 +179,16 @@ def compare(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str, 
     50 ms is under 1% of a job here.
     """
     keys = stack.upload(blobs)
+    rounds: list[float] = []
     bare, queued, ratio = side_by_side(
-        bare_runner(blobs), lambda: stack.run_job(keys, poll_s=0.05), len(blobs), repeats=repeats
+        bare_runner(blobs),
+        lambda: stack.run_job(keys, poll_s=0.05),
+        len(blobs),
+        repeats=repeats,
+        rounds=rounds,
     )
-    return {"bare": bare, "queued": queued, "ratio": ratio}
+    return {"bare": bare, "queued": queued, "ratio": ratio, "ratio_min": min(rounds),
+            "ratio_max": max(rounds)}  # fmt: skip
 
 
 def request_counts(stack: Stack, blobs: list[bytes]) -> dict[str, float]:
