@@ -125,7 +125,8 @@ def test_weights_are_averaged_over_the_last_learning_rate_step_and_resume_keeps_
     from safetensors.torch import load as load_tensors
 
     train, val = _samples(16, seed=11, size=32), _samples(6, seed=12, size=32)
-    config = _tiny_config(epochs=4, step_size=2)  # lr steps after epoch 2: average epochs 3-4
+    # The lr steps after epoch 2: average epochs 3-4.
+    config = _tiny_config(epochs=4, step_size=2, average_weights=True)
     blobs: list[bytes] = []
     full = fit(train, val, config=config, on_epoch=lambda s: blobs.append(s.resume_blob()))
     assert full.card["averaged_epochs"] == 2
