@@ -9,7 +9,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from workers.embedded import ensure_redis
+from workers.embedded import embedded_redis_url, ensure_redis
 from workers.settings import Settings, get_settings
 from workers.store import S3Store, Store, open_store
 
@@ -43,6 +43,13 @@ def redis_url() -> str:
     settings = get_settings()
     url = settings.redis_url or ensure_redis(settings.home)
     return _with_password(url, settings)
+
+
+def running_redis_url() -> str | None:
+    """Like ``redis_url`` but never starts the embedded server: None when it is not running."""
+    settings = get_settings()
+    url = settings.redis_url or embedded_redis_url(settings.home)
+    return _with_password(url, settings) if url else None
 
 
 def redact_url(url: str) -> str:

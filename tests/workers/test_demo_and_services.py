@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from workers.embedded import embedded_redis_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -65,4 +66,5 @@ def test_demo_on_the_embedded_default_then_score_a_folder(tmp_path):
     down = _birthmark(["services", "down"], env)
     assert down.returncode == 0 and "redis" in down.stdout
     after = _birthmark(["services", "status"], env)
-    assert "running" not in after.stdout
+    assert "running" not in after.stdout and "redis: stopped" in after.stdout
+    assert embedded_redis_url(tmp_path / "home") is None  # status did not start it again

@@ -8,7 +8,7 @@ import typer
 
 from workers import services as svc
 from workers.cli._common import console, table
-from workers.runtime import redact_url, redis_url
+from workers.runtime import redact_url, redis_url, running_redis_url
 from workers.settings import get_settings
 
 app = typer.Typer(
@@ -39,10 +39,14 @@ def status() -> None:
     running = svc.services_status(get_settings())
     rows = [[k, v or "-", "running" if v else "stopped"] for k, v in running.items()]
     console.print(table("services", ["service", "pid", "state"], rows))
+    url = running_redis_url()  # asking must not start the embedded redis again
+    if url is None:
+        console.print("redis: stopped (the embedded one starts with the next command)")
+        return
     try:
-        r = redis.Redis.from_url(redis_url(), socket_connect_timeout=1)
+        r = redis.Redis.from_url(url, socket_connect_timeout=1)
         queues = {q: r.llen(q) for q in ("score", "train", "curation")}
-        console.print(f"redis {redact_url(redis_url())}: queued {queues}")
+        console.print(f"redis {redact_url(url)}: queued {queues}")
     except redis.ConnectionError:
         console.print("[red]redis is not reachable[/]")
 
