@@ -314,7 +314,7 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     average_after = config.epochs - config.lr_step_epochs  # epochs before the averaging window
     averaged = None
-    if config.average_weights and config.epochs - average_after > 1:
+    if config.average_weights and config.lr_step_epochs > 1:  # a window of one epoch is the last
         averaged = torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
     history: list[dict] = []
     start = 0
@@ -425,7 +425,7 @@ def fit(
             images=max(config.bn_recalibration_images, 4 * config.batch_size),
             batch_size=config.batch_size,
         )
-        val_logits = np.zeros((0, 2), np.float32)
+        val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
     model.eval()
     if start >= config.epochs or not len(val_logits):
         val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
