@@ -32,11 +32,9 @@ def pack_train_state(
     extra: Mapping,
     average: nn.Module | None = None,
 ) -> bytes:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = _prefixed("model.", model.state_dict())
     if average is not None:  # the running weight average (torch.optim.swa_utils.AveragedModel)
-        tensors |= {
-            f"average.{k}": v.detach().cpu().contiguous() for k, v in average.state_dict().items()
-        }
+        tensors |= _prefixed("average.", average.state_dict())
     optim = optimizer.state_dict()
     scalars: dict[str, dict[str, object]] = {}
     for index, state in optim["state"].items():
@@ -54,6 +52,14 @@ def pack_train_state(
         "extra": dict(extra),
     }
     return save_safetensors(tensors, metadata={"state": json.dumps(doc)})
+
+
+def _prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {prefix + k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _unprefixed(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _read(blob: bytes) -> tuple[dict[str, torch.Tensor], dict]:
@@ -84,15 +90,10 @@ def restore_train_state(
 ) -> dict:
     """Load a ``pack_train_state`` blob into the given objects; returns its ``extra`` mapping."""
     tensors, doc = _read(blob)
-    saved_average = {
-        k.removeprefix("average."): v for k, v in tensors.items() if k.startswith("average.")
-    }
+    saved_average = _unprefixed("average.", tensors)
     if average is not None and saved_average:
         average.load_state_dict(saved_average, strict=True)
-    model.load_state_dict(
-        {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
-        strict=True,
-    )
+    model.load_state_dict(_unprefixed("model.", tensors), strict=True)
     state: dict[int, dict[str, object]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
