@@ -39,6 +39,7 @@ def image_features(
     max_pixels: int,
 ) -> dict[str, Any]:
     """Phone-likeness, perceptual hash and readability of one stored image."""
+    thresholds = thresholds or curation.PhoneThresholds()
     key = _clean(row.get("key"))
     if key is None:
         reason = "missing: the image was not downloaded"
@@ -48,8 +49,9 @@ def image_features(
         # Straight to the filter's working scale: the JPEG decoder's own 1/2-1/8 scaling does
         # most of the shrink (the draft the filter applies to a lazily opened JPEG). Decoding
         # to 256 px first cost ~25% of the filter's throughput.
-        working = (thresholds or curation.PhoneThresholds()).working_size
-        decoded = models.decode_image(store.get(key), max_pixels=max_pixels, target=working)
+        decoded = models.decode_image(
+            store.get(key), max_pixels=max_pixels, target=thresholds.working_size
+        )
     except (models.ImageError, ObjectMissing) as err:
         return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
                 "phone_reasons": f"unreadable: {err}", "phash": None}  # fmt: skip
