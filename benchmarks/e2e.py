@@ -165,6 +165,7 @@ def bare_runner(blobs: list[bytes]) -> Callable[[], None]:
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
             threads=settings.score_prefetch_threads,
+            fetch_nice=settings.score_fetch_nice,
         )
         if not all(row["status"] == "ok" for row in rows):
             raise RuntimeError(f"bare scoring failed: {rows[:2]}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -131,19 +132,40 @@ def _fetch_and_decode(
 
 
 _pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] | None = None  # (pid, threads) the pool was made for
+_pool_key: tuple[int, int, int] | None = None  # (pid, threads, nice) the pool was made for
 _pool_lock = threading.Lock()
 
 
-def _fetch_pool(threads: int) -> ThreadPoolExecutor:
+def lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value by ``increment`` (Linux; elsewhere a no-op).
+
+    On Linux each thread has its own nice value, so the fetch threads can yield the cores to
+    the inference thread whenever both are runnable. A refusal is logged and ignored.
+    """
+    if increment <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + increment))
+    except OSError as err:
+        log.warning("fetch thread keeps its priority: %s", err)
+
+
+def _fetch_pool(threads: int, nice: int = 0) -> ThreadPoolExecutor:
     """The process's fetch/decode pool, made on first use (after any fork: threads do not fork)."""
     global _pool, _pool_key
-    key = (os.getpid(), threads)
+    key = (os.getpid(), threads, nice)
     with _pool_lock:
         if _pool_key != key:
             if _pool is not None and _pool_key is not None and _pool_key[0] == key[0]:
                 _pool.shutdown(wait=False)  # resized: idle threads exit, running ones finish
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch")
+            _pool = ThreadPoolExecutor(
+                max_workers=threads,
+                thread_name_prefix="fetch",
+                initializer=lower_thread_priority,
+                initargs=(nice,),
+            )
             _pool_key = key
         return _pool
 
@@ -157,15 +179,17 @@ def score_batch(
     max_bytes: int,
     max_pixels: int,
     threads: int = 4,
+    fetch_nice: int = 0,
     chunk: int = 16,
     min_chunk: int = 4,
 ) -> list[dict[str, Any]]:
     """Rows for ``items`` in input order; downloads/decodes overlap with inference.
 
     Images go to the model in chunks of up to ``chunk``; once ``min_chunk`` are decoded and the
-    next one is not, they go at once rather than leave the model idle.
+    next one is not, they go at once rather than leave the model idle. The ``threads`` fetch
+    threads run ``fetch_nice`` steps nicer than the caller (see :func:`lower_thread_priority`).
     """
-    pool = _fetch_pool(threads)
+    pool = _fetch_pool(threads, fetch_nice)
     futures: list[Future[_Fetched]] = [
         pool.submit(
             _fetch_and_decode,

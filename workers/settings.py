@@ -63,6 +63,14 @@ class Settings(BaseSettings):
         "is left to the fetch/decode threads (on 2 cores, 1 thread scored 1.3-1.8x faster than 2).",
     )
 
+    score_fetch_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How many steps nicer (lower CPU priority) than the worker its fetch/decode "
+        "threads run (Linux; 0 = same priority). The inference thread then gets a core whenever "
+        "it is runnable: queued scoring +3-4% img/s, the bare path on 4000x3000 photos +18%.",
+    )
     score_gil_switch_ms: float = Field(
         default=0.5,
         ge=0.0,

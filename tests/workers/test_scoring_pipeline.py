@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import numpy as np
 import pytest
 
@@ -64,9 +68,33 @@ def test_transient_failure_escapes_and_the_pool_keeps_working():
     assert [r["status"] for r in rows] == ["ok"] * 12
 
 
-def test_score_worker_shortens_the_gil_switch_interval_when_it_loads_a_model(env, monkeypatch):
-    import sys
+class _PriorityRecordingStore(_Store):
+    """Records the nice value of each thread that fetches."""
 
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        super().__init__(objects)
+        self.nice: set[int] = set()
+
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        self.nice.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return super().get(key, max_bytes=max_bytes)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
+def test_fetch_threads_run_at_a_lower_priority_than_the_caller():
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(64, 48)) for i in range(8)}
+    items = [Item(k, k) for k in objects]
+    lowered, plain = _PriorityRecordingStore(objects), _PriorityRecordingStore(objects)
+    rows = _score(lowered, items, _Predictor(), threads=2, fetch_nice=7)
+    assert [r["status"] for r in rows] == ["ok"] * 8
+    assert lowered.nice == {min(19, base + 7)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # caller unchanged
+    _score(plain, items, _Predictor(), threads=2)  # a different nice makes a new pool
+    assert plain.nice == {base}
+
+
+def test_score_worker_shortens_the_gil_switch_interval_when_it_loads_a_model(env, monkeypatch):
     import torch
 
     from benchmarks._stack import reset_caches

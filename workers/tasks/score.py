@@ -129,6 +129,7 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
         max_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_image_pixels,
         threads=settings.score_prefetch_threads,
+        fetch_nice=settings.score_fetch_nice,
     )
     for row in rows:
         row["batch"] = index
