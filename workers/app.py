@@ -9,9 +9,18 @@ from kombu import Queue
 from workers.runtime import redis_url
 from workers.settings import get_settings
 
-__all__ = ["app", "QUEUES"]
+__all__ = ["app", "QUEUES", "QUEUE_OF_KIND", "consumers"]
 
 QUEUES = ("curation", "train", "score")
+# The queue that runs a job's tasks, by the job record's kind (workers.jobs.create_job).
+QUEUE_OF_KIND = {
+    "score": "score",
+    "watch": "score",
+    "train": "train",
+    "pull": "curation",
+    "curate": "curation",
+    "curation-daily": "curation",
+}
 
 
 def _crontab(expr: str) -> crontab:
@@ -84,3 +93,13 @@ app = Celery(
     include=["workers.tasks.score", "workers.tasks.train", "workers.tasks.curation"],
 )
 app.config_from_object(_Config())
+
+
+def consumers(queue: str, *, timeout: float = 1.0) -> list[str]:
+    """The workers (by name) consuming ``queue`` that answer a broadcast within ``timeout`` s.
+
+    A solo-pool worker in the middle of a task cannot answer, so an empty list means "none running
+    or all busy", not "none running".
+    """
+    replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    return sorted(name for name, qs in replies.items() if any(q.get("name") == queue for q in qs))

@@ -18,6 +18,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 TERMINAL = {"done", "failed", "skipped"}
+# A job still queued after this long makes wait_for_job ask whether any worker consumes its queue.
+NO_WORKER_CHECK_S = 5.0
 
 
 def print_json(obj: Any) -> None:
@@ -36,9 +38,15 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table
 def wait_for_job(
     job_id: str, *, quiet: bool = False, poll_s: float = 0.2, timeout_s: float | None = None
 ) -> dict:
-    """Poll the job record until it ends; a rich progress bar on stderr unless ``quiet``."""
+    """Poll the job record until it ends; a rich progress bar on stderr unless ``quiet``.
+
+    If the job is still queued after ``NO_WORKER_CHECK_S`` and no worker consumes its queue, say
+    so once on stderr (and keep waiting: a worker may be started meanwhile).
+    """
     r = redis_client()
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = None if timeout_s is None else started + timeout_s
+    checked = False
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -67,6 +75,23 @@ def wait_for_job(
             progress.update(task, total=job["total"] or None, completed=job["done"], detail=detail)
             if job["status"] in TERMINAL:
                 return job
+            if not checked and job["status"] == "queued":
+                if time.monotonic() - started >= NO_WORKER_CHECK_S:
+                    checked = True
+                    _warn_if_unconsumed(job)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
             time.sleep(poll_s)
+
+
+def _warn_if_unconsumed(job: dict) -> None:
+    from workers.app import QUEUE_OF_KIND, consumers
+
+    queue = QUEUE_OF_KIND.get(job["kind"])
+    if queue is None or consumers(queue):
+        return
+    err_console.print(
+        f"[yellow]warning:[/] job {job['id']} is still queued and no worker answered for the "
+        f"{queue!r} queue: start one with `birthmark services up` (or `docker compose up`). "
+        "A worker busy with a long task cannot answer; waiting on."
+    )
