@@ -35,4 +35,3 @@ def test_wait_stays_quiet_when_a_worker_consumes_the_queue(env, monkeypatch, cap
     with pytest.raises(TimeoutError):
         _common.wait_for_job(job_id, quiet=True, poll_s=0.05, timeout_s=2.5)
     assert "warning:" not in capsys.readouterr().err
-

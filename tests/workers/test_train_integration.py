@@ -55,11 +55,13 @@ def test_train_promote_registry_and_rollback(env, curated, start_worker):
     assert {"overall", "phone_like", "not_phone_like"} <= card["metrics"].keys()
     assert b"data:image/png;base64" in st.get(f"models/{first['model_id']}/report.html")
 
+    assert card["train_config"]["seed"] == 0  # the default
+
     # A second run with other settings: promoted only if it beats the champion on the same holdout.
-    res = runner.invoke(
-        app, ["train", "--epochs", "1", "--arch", "resnet10_multimodal", "--wait", "--json"]
-    )
+    args = ["--epochs", "1", "--arch", "resnet10_multimodal", "--seed", "3", "--wait", "--json"]
+    res = runner.invoke(app, ["train", *args])
     second = json.loads(res.stdout)["result"]
+    assert json.loads(st.get(f"models/{second['model_id']}/card.json"))["train_config"]["seed"] == 3
     assert second["model_id"] != first["model_id"]
     assert second["champion_before"] == first["model_id"]
     assert ("beats" in second["reason"]) == second["promoted"]

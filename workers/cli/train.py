@@ -15,6 +15,9 @@ def train(
     epochs: int | None = typer.Option(None, min=1, help="Default: BIRTHMARK_TRAIN_EPOCHS"),
     arch: str | None = typer.Option(None, help="resnet10_multimodal | resnet10_image"),
     image_size: int | None = typer.Option(None, min=32, help="Training resolution (px)"),
+    seed: int | None = typer.Option(
+        None, min=0, help="Seed for initialisation, sampling and augmentation (default 0)"
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow progress (epoch, loss, val AUC, ETA)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -31,6 +34,7 @@ def train(
         "epochs": epochs,
         "arch": arch,
         "image_size": image_size,
+        "seed": seed,
         "trigger": "cli",
     }
     job_id, _ = submit_task_job(run, kind="train", params=params)
