@@ -9,7 +9,7 @@ from __future__ import annotations
 from .augment import PhoneCaptureAugment, phone_capture_augment
 from .cache import DecodedImageCache
 from .checkpoint import CLASSES, ChecksumError, dump_checkpoint, load_checkpoint
-from .evaluation import evaluate, fit_temperature
+from .evaluation import auc_interval, evaluate, fit_temperature
 from .imageio import DecodedImage, ImageError, decode_image, to_rgb
 from .losses import FocalLoss, focal_loss
 from .metadata import METADATA_DIM, SITES, encode_metadata, metadata_problems
@@ -48,6 +48,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "assess_quality",
+    "auc_interval",
     "build_model",
     "colour_constancy",
     "decode_image",

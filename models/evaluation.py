@@ -9,6 +9,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
 __all__ = [
+    "auc_interval",
     "ece_noise_floor",
     "expected_calibration_error",
     "evaluate",
@@ -71,12 +72,42 @@ def ece_noise_floor(prob, *, draws: int = 200, seed: int = 0) -> float:
     return float(np.mean([expected_calibration_error(y, prob) for y in draws_]))
 
 
-def evaluate(y_true, prob, *, threshold: float = 0.5) -> dict:
+def auc_interval(
+    y_true, prob, *, groups=None, draws: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap interval for ROC AUC: ``(low, high)`` at ``level``, NaNs without both classes.
+
+    With ``groups`` (a patient or lesion key per row) whole groups are resampled, as the split kept
+    them together; images of one lesion are not independent, so a per-image bootstrap is too narrow.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=np.float64)
+    if len(np.unique(y_true)) < 2 or draws < 1:
+        return NAN, NAN
+    keys = np.arange(len(y_true)) if groups is None else np.asarray(groups).astype(str)
+    _, inverse = np.unique(keys, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    members = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(draws):
+        pick = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        if y_true[pick].min() != y_true[pick].max():
+            aucs.append(roc_auc_score(y_true[pick], prob[pick]))
+    if not aucs:
+        return NAN, NAN
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(aucs, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def evaluate(y_true, prob, *, threshold: float = 0.5, groups=None, ci_draws: int = 0) -> dict:
     """Metrics for malignant probabilities ``prob`` against 0/1 labels ``y_true``.
 
     Keys: roc_auc, balanced_accuracy, sens_at_spec_90, sens_at_spec_95, pauc_above_80_tpr, ece,
-    ece_floor (``ece_noise_floor``), n, n_pos. Metrics that need both classes are NaN when only
-    one is present.
+    ece_floor (``ece_noise_floor``), n, n_pos; with ``ci_draws`` > 0 also roc_auc_ci, a 95%
+    bootstrap interval (``auc_interval``, resampling ``groups`` when given). Metrics that need both
+    classes are NaN when only one is present.
     """
     y_true = np.asarray(y_true).astype(int)
     prob = np.asarray(prob, dtype=np.float64)
@@ -87,6 +118,9 @@ def evaluate(y_true, prob, *, threshold: float = 0.5) -> dict:
     if not np.isin(y_true, (0, 1)).all():
         raise ValueError(f"y_true must hold 0/1 labels, got values {sorted(set(y_true.tolist()))}")
     both = len(np.unique(y_true)) == 2
+    extra = {}
+    if ci_draws > 0:
+        extra["roc_auc_ci"] = list(auc_interval(y_true, prob, groups=groups, draws=ci_draws))
     return {
         "roc_auc": float(roc_auc_score(y_true, prob)) if both else NAN,
         "balanced_accuracy": (
@@ -99,6 +133,7 @@ def evaluate(y_true, prob, *, threshold: float = 0.5) -> dict:
         "ece_floor": ece_noise_floor(prob),
         "n": int(len(y_true)),
         "n_pos": int(y_true.sum()),
+        **extra,
     }
 
 

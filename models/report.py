@@ -92,6 +92,8 @@ def _curves(history: Sequence[Mapping]) -> str:
 def _format(value) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
+        return " – ".join(_format(v) for v in value)  # an interval
     return html.escape(str(value))
 
 

@@ -82,3 +82,50 @@ def test_ece_noise_floor_shrinks_with_the_number_of_images():
     assert ece_noise_floor(large) < 0.03
     assert ece_noise_floor(small) == ece_noise_floor(small)  # seeded
     assert math.isnan(ece_noise_floor([]))
+
+
+def _scores(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.integers(0, 2, n)
+    return y, y + rng.normal(0, 1.2, n)  # AUC ~0.7
+
+
+def test_auc_interval_holds_the_estimate_and_narrows_with_more_images():
+    from sklearn.metrics import roc_auc_score
+
+    from models.evaluation import auc_interval
+
+    rng = np.random.default_rng(0)
+    y, s = _scores(200, rng)
+    low, high = auc_interval(y, s, draws=400)
+    assert low < roc_auc_score(y, s) < high
+    y_big, s_big = _scores(3000, rng)
+    low_big, high_big = auc_interval(y_big, s_big, draws=400)
+    assert high_big - low_big < (high - low) / 2  # ~1/sqrt(15) as wide
+    assert auc_interval(y, s, draws=400) == (low, high)  # seeded
+    assert all(math.isnan(v) for v in auc_interval([1, 1, 1], [0.1, 0.2, 0.3]))
+
+
+def test_auc_interval_resamples_whole_groups():
+    from models.evaluation import auc_interval
+
+    rng = np.random.default_rng(0)
+    y, s = _scores(100, rng)
+    # Each lesion photographed 5 times (same label, nearly the same score): 500 images, 100 lesions.
+    y5, s5 = np.repeat(y, 5), np.repeat(s, 5) + rng.normal(0, 0.01, 500)
+    lesions = np.repeat([f"lesion:{i}" for i in range(100)], 5)
+    per_image = auc_interval(y5, s5, draws=400)
+    per_lesion = auc_interval(y5, s5, groups=lesions, draws=400)
+    one_each = auc_interval(y, s, draws=400)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    # Treating the copies as independent images fakes precision; resampling lesions does not.
+    assert width(per_image) < 0.6 * width(per_lesion)
+    assert width(per_lesion) == pytest.approx(width(one_each), rel=0.3)
+
+
+def test_evaluate_reports_the_interval_only_when_asked():
+    rng = np.random.default_rng(0)
+    y, s = _scores(120, rng)
+    assert "roc_auc_ci" not in evaluate(y, 1 / (1 + np.exp(-s)))
+    m = evaluate(y, 1 / (1 + np.exp(-s)), ci_draws=200)
+    low, high = m["roc_auc_ci"]
+    assert low < m["roc_auc"] < high

@@ -16,14 +16,15 @@ def test_report_embeds_four_png_plots_and_metrics():
         {"epoch": 1, "train_loss": 0.3, "val_auc": 0.7},
         {"epoch": 2, "train_loss": 0.2, "val_auc": 0.8},
     ]
-    page = render_report(
-        metrics=evaluate(y, prob), y_true=y, prob=prob, history=history, title="A <b>"
-    )
+    metrics = evaluate(y, prob, ci_draws=100)
+    page = render_report(metrics=metrics, y_true=y, prob=prob, history=history, title="A <b>")
     assert page.startswith("<!DOCTYPE html>") and "A &lt;b&gt;" in page
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
     assert len(pngs) == 4
     assert all(base64.b64decode(p).startswith(b"\x89PNG") for p in pngs)
     assert "roc_auc" in page and "pauc_above_80_tpr" in page
+    low, high = metrics["roc_auc_ci"]
+    assert f"{low:.4f} – {high:.4f}" in page  # the interval, not a Python list
 
 
 def test_report_with_one_class_and_no_history():

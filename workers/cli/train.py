@@ -10,6 +10,15 @@ from workers.runtime import store
 from workers.submit import submit_task_job
 
 
+def _auc(metrics: dict) -> str:
+    """``0.841 [0.795-0.882]``: the AUC and, when the card has one, its 95% bootstrap interval."""
+    text = f"{metrics.get('roc_auc', float('nan')):.3f}"
+    low, high = metrics.get("roc_auc_ci") or (None, None)
+    if low is not None and high is not None:
+        text += f" [{low:.3f}-{high:.3f}]"
+    return text
+
+
 def train(
     data: str | None = typer.Option(None, help="Curated version (default: LATEST)"),
     epochs: int | None = typer.Option(None, min=1, help="Default: BIRTHMARK_TRAIN_EPOCHS"),
@@ -52,9 +61,8 @@ def train(
         nan = float("nan")
         console.print(
             f"model [bold]{res['model_id']}[/] on {res['data_version']}: "
-            f"test AUC {m['overall']['roc_auc']:.3f}, "
-            f"phone-like AUC {m['phone_like']['roc_auc']:.3f}, "
-            f"others AUC {m.get('not_phone_like', {}).get('roc_auc', nan):.3f}; "
+            f"test AUC {_auc(m['overall'])}, phone-like AUC {_auc(m['phone_like'])}, "
+            f"others AUC {_auc(m.get('not_phone_like', {}))}; "
             f"ECE {m['overall']['ece']:.3f} "
             f"(a calibrated model: ~{m['overall'].get('ece_floor', nan):.3f})"
         )
