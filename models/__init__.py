@@ -9,7 +9,7 @@ from __future__ import annotations
 from .augment import PhoneCaptureAugment, phone_capture_augment
 from .cache import DecodedImageCache
 from .checkpoint import CLASSES, ChecksumError, dump_checkpoint, load_checkpoint
-from .evaluation import auc_interval, evaluate, fit_temperature
+from .evaluation import auc_interval, evaluate, fit_temperature, paired_auc_difference
 from .imageio import DecodedImage, ImageError, decode_image, to_rgb
 from .losses import FocalLoss, focal_loss
 from .metadata import METADATA_DIM, SITES, encode_metadata, metadata_problems
@@ -57,6 +57,7 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_temperature",
+    "paired_auc_difference",
     "focal_loss",
     "load_checkpoint",
     "metadata_problems",

@@ -14,6 +14,7 @@ __all__ = [
     "expected_calibration_error",
     "evaluate",
     "fit_temperature",
+    "paired_auc_difference",
     "partial_auc_above_tpr",
     "sensitivity_at_specificity",
 ]
@@ -72,6 +73,16 @@ def ece_noise_floor(prob, *, draws: int = 200, seed: int = 0) -> float:
     return float(np.mean([expected_calibration_error(y, prob) for y in draws_]))
 
 
+def _resamples(n: int, groups, draws: int, seed: int):
+    """``draws`` bootstrap index arrays over ``n`` rows, drawing whole ``groups`` when given."""
+    keys = np.arange(n) if groups is None else np.asarray(groups).astype(str)
+    _, inverse = np.unique(keys, return_inverse=True)
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    rng = np.random.default_rng(seed)
+    for _ in range(draws):
+        yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
 def auc_interval(
     y_true, prob, *, groups=None, draws: int = 1000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
@@ -82,23 +93,51 @@ def auc_interval(
     """
     y_true = np.asarray(y_true).astype(int)
     prob = np.asarray(prob, dtype=np.float64)
-    if len(np.unique(y_true)) < 2 or draws < 1:
+    if len(np.unique(y_true)) < 2:
         return NAN, NAN
-    keys = np.arange(len(y_true)) if groups is None else np.asarray(groups).astype(str)
-    _, inverse = np.unique(keys, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    members = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(draws):
-        pick = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        if y_true[pick].min() != y_true[pick].max():
-            aucs.append(roc_auc_score(y_true[pick], prob[pick]))
+    aucs = [
+        roc_auc_score(y_true[i], prob[i])
+        for i in _resamples(len(y_true), groups, draws, seed)
+        if y_true[i].min() != y_true[i].max()
+    ]
     if not aucs:
         return NAN, NAN
     tail = (1.0 - level) / 2
     low, high = np.quantile(aucs, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def paired_auc_difference(
+    y_true,
+    prob_new,
+    prob_old,
+    *,
+    groups=None,
+    draws: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """AUC(new) - AUC(old) on the same images, with a paired bootstrap (both models, same draws).
+
+    Returns ``difference``, ``ci`` (``[low, high]`` at ``level``) and ``share_better``: the share
+    of resamples in which the new model's AUC is higher. NaNs without both classes.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    new, old = np.asarray(prob_new, np.float64), np.asarray(prob_old, np.float64)
+    if len(np.unique(y_true)) < 2:
+        return {"difference": NAN, "ci": [NAN, NAN], "share_better": NAN}
+    diffs = np.array([
+        roc_auc_score(y_true[i], new[i]) - roc_auc_score(y_true[i], old[i])
+        for i in _resamples(len(y_true), groups, draws, seed)
+        if y_true[i].min() != y_true[i].max()
+    ])  # fmt: skip
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(diffs, [tail, 1.0 - tail])
+    return {
+        "difference": float(roc_auc_score(y_true, new) - roc_auc_score(y_true, old)),
+        "ci": [float(low), float(high)],
+        "share_better": float(np.mean(diffs > 0)),
+    }
 
 
 def evaluate(y_true, prob, *, threshold: float = 0.5, groups=None, ci_draws: int = 0) -> dict:

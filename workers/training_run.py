@@ -185,7 +185,14 @@ def run_training(
     weights, card = models.dump_checkpoint(result.model, card)
     model_id = registry.publish_model(store, weights, card, report_html=report)
     decision = decide_promotion(
-        store, model_id, metrics, test, cache, metric=promotion_metric, margin=promotion_margin
+        store,
+        model_id,
+        metrics,
+        test,
+        cache,
+        prob=prob,
+        metric=promotion_metric,
+        margin=promotion_margin,
     )
     store.put(f"models/{model_id}/decision.json", json.dumps(decision, indent=2).encode())
     return {"model_id": model_id, "data_version": version, "metrics": metrics, **decision}
@@ -212,10 +219,16 @@ def decide_promotion(
     test: pd.DataFrame,
     cache: models.DecodedImageCache,
     *,
+    prob: np.ndarray,
     metric: str,
     margin: float,
 ) -> dict[str, Any]:
-    """Promote ``model_id`` if it beats the champion on the same holdout by ``margin``."""
+    """Promote ``model_id`` if it beats the champion on the same holdout by ``margin``.
+
+    The decision also records a paired bootstrap of the AUC difference (``prob`` is the new
+    model's test probabilities): how sure the holdout is about the ranking, for the person
+    reading it; the rule itself stays the metric and margin.
+    """
     champion = registry.champion_id(store)
     new = metrics["overall"].get(metric, float("nan"))
     if champion is None:
@@ -230,9 +243,22 @@ def decide_promotion(
         }
     card = registry.read_card(store, champion)
     net = models.load_checkpoint(registry.read_weights(store, champion), card)
-    old_metrics, _ = evaluate_model(models.Predictor(net, card), test, cache)
+    old_metrics, old_prob = evaluate_model(models.Predictor(net, card), test, cache)
     old = old_metrics["overall"].get(metric, float("nan"))
     promoted, reason = should_promote(new, old, metric=metric, margin=margin, champion=champion)
+    paired = models.paired_auc_difference(
+        test["malignant"].astype(int).to_numpy(),
+        prob,
+        old_prob,
+        groups=split_group_keys(test).to_numpy(),
+        draws=AUC_CI_DRAWS,
+    )
+    if not math.isnan(paired["difference"]):
+        low, high = paired["ci"]
+        reason += (
+            f"; AUC difference {paired['difference']:+.4f} (95% paired bootstrap "
+            f"{low:+.4f} to {high:+.4f}; higher in {paired['share_better']:.0%} of resamples)"
+        )
     if promoted:
         registry.promote(store, model_id, reason=reason)
     return {
@@ -240,4 +266,5 @@ def decide_promotion(
         "reason": reason,
         "champion_before": champion,
         "champion_metric": old,
+        "paired_auc": paired,
     }

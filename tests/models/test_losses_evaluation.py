@@ -129,3 +129,18 @@ def test_evaluate_reports_the_interval_only_when_asked():
     m = evaluate(y, 1 / (1 + np.exp(-s)), ci_draws=200)
     low, high = m["roc_auc_ci"]
     assert low < m["roc_auc"] < high
+
+
+def test_paired_auc_difference_sees_a_better_model_and_its_mirror():
+    from models.evaluation import paired_auc_difference
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    good, weak = y + rng.normal(0, 0.6, 300), y + rng.normal(0, 1.5, 300)
+    better = paired_auc_difference(y, good, weak, draws=300)
+    assert better["difference"] > 0 and better["ci"][0] > 0 and better["share_better"] > 0.95
+    worse = paired_auc_difference(y, weak, good, draws=300)
+    assert worse["difference"] == pytest.approx(-better["difference"])
+    assert worse["ci"][1] < 0 and worse["share_better"] < 0.05
+    same = paired_auc_difference(y, good, good, draws=50)
+    assert same["difference"] == 0 and same["ci"] == [0.0, 0.0] and same["share_better"] == 0

@@ -68,6 +68,11 @@ def test_train_promote_registry_and_rollback(env, curated, start_worker):
     assert second["model_id"] != first["model_id"]
     assert second["champion_before"] == first["model_id"]
     assert ("beats" in second["reason"]) == second["promoted"]
+    paired = second["paired_auc"]  # how sure the holdout is about the ranking, recorded with it
+    assert set(paired) == {"difference", "ci", "share_better"}
+    if not math.isnan(paired["difference"]):
+        assert paired["ci"][0] <= paired["ci"][1] and 0.0 <= paired["share_better"] <= 1.0
+        assert "paired bootstrap" in second["reason"]
     listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
     assert {m["model_id"] for m in listed} == {first["model_id"], second["model_id"]}
 
