@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import RedisServer, reset_caches
 from workers import jobs
 from workers.cli import _common
 from workers.runtime import redis_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def env(env, monkeypatch, tmp_path):
+    """The usual env on a redis of its own: the job records other tests leave must not count."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    monkeypatch.setenv("BIRTHMARK_REDIS_URL", server.url)
+    reset_caches()
+    yield {**env, "BIRTHMARK_REDIS_URL": server.url}
+    reset_caches()
+    server.stop()
 
 
 def _queued_job(kind: str) -> str:
@@ -23,7 +36,7 @@ def test_wait_warns_once_when_no_worker_consumes_the_queue(env, monkeypatch, cap
     job_id = _queued_job("train")
     with pytest.raises(TimeoutError):
         _common.wait_for_job(job_id, quiet=True, poll_s=0.05, timeout_s=2.5)
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps at the terminal width
     assert err.count("warning:") == 1
     assert job_id in err and "'train'" in err and "birthmark services up" in err
 
@@ -35,3 +48,14 @@ def test_wait_stays_quiet_when_a_worker_consumes_the_queue(env, monkeypatch, cap
     with pytest.raises(TimeoutError):
         _common.wait_for_job(job_id, quiet=True, poll_s=0.05, timeout_s=2.5)
     assert "warning:" not in capsys.readouterr().err
+
+
+def test_wait_names_the_running_job_a_queued_one_waits_behind(env, monkeypatch, capsys):
+    monkeypatch.setattr(_common, "NO_WORKER_CHECK_S", 0.0)
+    running = _queued_job("train")
+    jobs.update_job(redis_client(), running, status="running")  # a solo worker busy with it
+    job_id = _queued_job("train")
+    with pytest.raises(TimeoutError):
+        _common.wait_for_job(job_id, quiet=True, poll_s=0.05, timeout_s=2.5)
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps at the terminal width
+    assert f"queued behind running job {running}" in err and "warning:" not in err

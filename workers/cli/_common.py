@@ -90,6 +90,17 @@ def _warn_if_unconsumed(job: dict) -> None:
     queue = QUEUE_OF_KIND.get(job["kind"])
     if queue is None or consumers(queue):
         return
+    running = [
+        j["id"]
+        for j in jobs.list_jobs(redis_client(), limit=50)
+        if j["status"] == "running" and QUEUE_OF_KIND.get(j["kind"]) == queue
+    ]
+    if running:  # its worker is busy with that job's task, so it could not answer
+        err_console.print(
+            f"[yellow]note:[/] job {job['id']} is queued behind running job {running[0]} "
+            f"on the {queue!r} queue; waiting on."
+        )
+        return
     err_console.print(
         f"[yellow]warning:[/] job {job['id']} is still queued and no worker answered for the "
         f"{queue!r} queue: start one with `birthmark services up` (or `docker compose up`). "
