@@ -73,14 +73,28 @@ def ece_noise_floor(prob, *, draws: int = 200, seed: int = 0) -> float:
     return float(np.mean([expected_calibration_error(y, prob) for y in draws_]))
 
 
-def _resamples(n: int, groups, draws: int, seed: int):
-    """``draws`` bootstrap index arrays over ``n`` rows, drawing whole ``groups`` when given."""
-    keys = np.arange(n) if groups is None else np.asarray(groups).astype(str)
+def _bootstrap(y_true, statistic, *, groups, draws: int, seed: int) -> np.ndarray:
+    """``statistic(index)`` over ``draws`` bootstrap resamples that hold both classes.
+
+    With ``groups`` whole groups are drawn (all rows of a patient or lesion together).
+    """
+    keys = np.arange(len(y_true)) if groups is None else np.asarray(groups).astype(str)
     _, inverse = np.unique(keys, return_inverse=True)
     members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
     rng = np.random.default_rng(seed)
+    values = []
     for _ in range(draws):
-        yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        index = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        if y_true[index].min() != y_true[index].max():
+            values.append(statistic(index))
+    return np.asarray(values, dtype=np.float64)
+
+
+def _interval(values: np.ndarray, level: float) -> list[float]:
+    if values.size == 0:
+        return [NAN, NAN]
+    tail = (1.0 - level) / 2
+    return [float(v) for v in np.quantile(values, [tail, 1.0 - tail])]
 
 
 def auc_interval(
@@ -95,16 +109,11 @@ def auc_interval(
     prob = np.asarray(prob, dtype=np.float64)
     if len(np.unique(y_true)) < 2:
         return NAN, NAN
-    aucs = [
-        roc_auc_score(y_true[i], prob[i])
-        for i in _resamples(len(y_true), groups, draws, seed)
-        if y_true[i].min() != y_true[i].max()
-    ]
-    if not aucs:
-        return NAN, NAN
-    tail = (1.0 - level) / 2
-    low, high = np.quantile(aucs, [tail, 1.0 - tail])
-    return float(low), float(high)
+    aucs = _bootstrap(
+        y_true, lambda i: roc_auc_score(y_true[i], prob[i]), groups=groups, draws=draws, seed=seed
+    )
+    low, high = _interval(aucs, level)
+    return low, high
 
 
 def paired_auc_difference(
@@ -126,17 +135,15 @@ def paired_auc_difference(
     new, old = np.asarray(prob_new, np.float64), np.asarray(prob_old, np.float64)
     if len(np.unique(y_true)) < 2:
         return {"difference": NAN, "ci": [NAN, NAN], "share_better": NAN}
-    diffs = np.array([
-        roc_auc_score(y_true[i], new[i]) - roc_auc_score(y_true[i], old[i])
-        for i in _resamples(len(y_true), groups, draws, seed)
-        if y_true[i].min() != y_true[i].max()
-    ])  # fmt: skip
-    tail = (1.0 - level) / 2
-    low, high = np.quantile(diffs, [tail, 1.0 - tail])
+
+    def difference(i) -> float:
+        return roc_auc_score(y_true[i], new[i]) - roc_auc_score(y_true[i], old[i])
+
+    diffs = _bootstrap(y_true, difference, groups=groups, draws=draws, seed=seed)
     return {
-        "difference": float(roc_auc_score(y_true, new) - roc_auc_score(y_true, old)),
-        "ci": [float(low), float(high)],
-        "share_better": float(np.mean(diffs > 0)),
+        "difference": float(difference(slice(None))),
+        "ci": _interval(diffs, level),
+        "share_better": float(np.mean(diffs > 0)) if diffs.size else NAN,
     }
 
 
