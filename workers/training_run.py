@@ -75,10 +75,15 @@ def is_phone_like(df: pd.DataFrame) -> pd.Series:
 
 
 def evaluate_model(
-    predictor: models.Predictor, df: pd.DataFrame, cache: models.DecodedImageCache
+    predictor: models.Predictor,
+    df: pd.DataFrame,
+    cache: models.DecodedImageCache,
+    *,
+    ci_draws: int = AUC_CI_DRAWS,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics on ``df`` overall, on its phone-like subset and on the rest (dermoscopic and other
-    archive images); returns (metrics, probabilities)."""
+    archive images), each AUC with a ``ci_draws`` bootstrap interval (0: none); returns
+    (metrics, probabilities)."""
     if df.empty:
         empty = models.evaluate([], [])
         return {"overall": empty, "phone_like": empty, "not_phone_like": empty}, np.array([])
@@ -90,7 +95,7 @@ def evaluate_model(
     groups = split_group_keys(df).to_numpy()  # the intervals resample what the split kept together
 
     def metrics(mask: np.ndarray) -> dict[str, Any]:
-        return models.evaluate(y[mask], prob[mask], groups=groups[mask], ci_draws=AUC_CI_DRAWS)
+        return models.evaluate(y[mask], prob[mask], groups=groups[mask], ci_draws=ci_draws)
 
     return {
         "overall": metrics(np.ones(len(df), dtype=bool)),
@@ -243,7 +248,8 @@ def decide_promotion(
         }
     card = registry.read_card(store, champion)
     net = models.load_checkpoint(registry.read_weights(store, champion), card)
-    old_metrics, old_prob = evaluate_model(models.Predictor(net, card), test, cache)
+    # The champion's own intervals are not needed: the paired bootstrap below compares the two.
+    old_metrics, old_prob = evaluate_model(models.Predictor(net, card), test, cache, ci_draws=0)
     old = old_metrics["overall"].get(metric, float("nan"))
     promoted, reason = should_promote(new, old, metric=metric, margin=margin, champion=champion)
     paired = models.paired_auc_difference(
