@@ -16,9 +16,9 @@ training images rather than wall seconds (the CPU is shared, so wall time is noi
 ``--budget-min`` minutes at ``--speed`` img/s (default: measured once, up front), divided by the
 variant's training set size, gives its epochs; StepLR halves the learning rate every third of the
 run. Images are decoded once into memory at the training size. Metrics on the phone and the
-dermoscopic test split: ROC AUC, sensitivity at 90% specificity and ECE of the temperature-scaled
-probabilities (temperature fitted on val by ``models.fit``). Writes a markdown table into
-``benchmarks/transfer_results.md`` (between the results markers) and a plot to
+dermoscopic test split: ROC AUC, sensitivity at 90% specificity and ECE of the calibrated
+probabilities (temperature and logit bias fitted on val by ``models.fit``). Writes a markdown table
+into ``benchmarks/transfer_results.md`` (between the results markers) and a plot to
 ``benchmarks/transfer.png`` (generated, not committed).
 """
 
@@ -160,6 +160,7 @@ def run_variant(key, table, images, base: models.TrainConfig, budget_images: flo
         "train_min": seconds / 60,
         "img_s": result.card["images_per_second"],
         "temperature": result.card["temperature"],
+        "logit_bias": result.card["logit_bias"],
     }
     for kind in ("phone", "dermoscopic"):
         test = table[(table["split"] == "test") & (table["kind"] == kind)]

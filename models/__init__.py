@@ -9,7 +9,13 @@ from __future__ import annotations
 from .augment import PhoneCaptureAugment, phone_capture_augment
 from .cache import DecodedImageCache
 from .checkpoint import CLASSES, ChecksumError, dump_checkpoint, load_checkpoint
-from .evaluation import auc_interval, evaluate, fit_temperature, paired_auc_difference
+from .evaluation import (
+    auc_interval,
+    evaluate,
+    fit_calibration,
+    fit_temperature,
+    paired_auc_difference,
+)
 from .imageio import DecodedImage, ImageError, decode_image, to_rgb
 from .losses import FocalLoss, focal_loss
 from .metadata import METADATA_DIM, SITES, encode_metadata, metadata_problems
@@ -56,6 +62,7 @@ __all__ = [
     "encode_metadata",
     "evaluate",
     "fit",
+    "fit_calibration",
     "fit_temperature",
     "focal_loss",
     "load_checkpoint",

@@ -37,7 +37,8 @@ def dump_checkpoint(model: nn.Module, card: Mapping) -> tuple[bytes, dict]:
     """Serialise ``model``'s weights; returns ``(safetensors_bytes, card)``.
 
     The returned card is a copy of ``card`` completed with defaults (arch, num_classes, image_size,
-    mean, std, classes, metadata_dim, temperature) and always-fresh ``sha256`` and ``created_at``.
+    mean, std, classes, metadata_dim, temperature, logit_bias) and always-fresh ``sha256`` and
+    ``created_at``.
     ``card["arch"]`` is required when the model does not say which builder made it.
     """
     arch = card.get("arch") or getattr(model, "arch", None)
@@ -54,6 +55,7 @@ def dump_checkpoint(model: nn.Module, card: Mapping) -> tuple[bytes, dict]:
         "classes": list(CLASSES),
         "metadata_dim": getattr(model, "metadata_dim", METADATA_DIM),
         "temperature": 1.0,
+        "logit_bias": 0.0,
         **dict(card),
         "format": "safetensors",
         "sha256": sha256_hex(weights),

@@ -1,11 +1,11 @@
-"""Binary classification metrics (scikit-learn) and temperature scaling."""
+"""Binary classification metrics (scikit-learn) and post-hoc calibration (temperature, bias)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "ece_noise_floor",
     "expected_calibration_error",
     "evaluate",
+    "fit_calibration",
     "fit_temperature",
     "paired_auc_difference",
     "partial_auc_above_tpr",
@@ -210,3 +211,39 @@ def fit_temperature(logits, labels, *, bounds: tuple[float, float] = (0.25, 20.0
         options={"xatol": 1e-4},
     )
     return float(math.exp(result.x)) if result.success else 1.0
+
+
+def _margins(logits) -> np.ndarray:
+    """The malignant-minus-benign logit of ``[N, 2]`` logits; ``[N]`` passes through."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return logits[:, 1] - logits[:, 0] if logits.ndim == 2 else logits
+
+
+def fit_calibration(
+    logits, labels, *, bounds: tuple[float, float] = (0.25, 20.0), max_bias: float = 5.0
+) -> tuple[float, float]:
+    """Temperature T and bias b minimising the NLL of ``sigmoid(z / T + b)`` on a held-out set.
+
+    ``z`` is the binary logit (``[N]``, or ``[N, 2]`` reduced to class 1 minus class 0): Platt
+    scaling, written as a temperature and a shift. The shift corrects a model whose
+    probabilities are off in one direction, which a temperature alone cannot (it only stretches
+    around 0.5). Returns ``(1.0, 0.0)`` when the labels hold one class.
+    """
+    z = _margins(logits)
+    y = np.asarray(labels).astype(np.float64)
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return 1.0, 0.0
+
+    def nll(params: np.ndarray) -> float:
+        s = z * math.exp(-params[0]) + params[1]
+        return float(np.mean(np.logaddexp(0.0, s) - y * s))  # -log sigmoid(s) or 1 - sigmoid(s)
+
+    start = np.array([math.log(fit_temperature(z, y.astype(int), bounds=bounds)), 0.0])
+    result = minimize(
+        nll,
+        start,
+        method="L-BFGS-B",
+        bounds=[(math.log(bounds[0]), math.log(bounds[1])), (-max_bias, max_bias)],
+    )
+    best = result.x if result.success and nll(result.x) <= nll(start) else start
+    return float(math.exp(best[0])), float(best[1])

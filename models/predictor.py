@@ -68,10 +68,11 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
 
 class Predictor:
-    """Wraps a network and its card for scoring: eval mode, inference mode, batching, temperature.
+    """Wraps a network and its card for scoring: eval mode, inference mode, batching, calibration.
 
     ``predict`` returns the probability of class 1 ("malignant") for each image, after dividing the
-    logits by ``card["temperature"]`` (calibration fitted at training time; 1.0 when absent).
+    logits by ``card["temperature"]`` and adding ``card["logit_bias"]`` to class 1's (calibration
+    fitted at training time; 1.0 and 0.0 when absent).
     The network is copied with BatchNorm folded into the convolutions, so ``model`` is left as it
     was. ``compile=True`` wraps it in ``torch.compile`` (the first batch pays the compile time).
     """
@@ -98,6 +99,7 @@ class Predictor:
         self.temperature = float(card.get("temperature") or 1.0)
         if self.temperature <= 0:
             raise ValueError(f"card temperature must be > 0, got {self.temperature}")
+        self.logit_bias = float(card.get("logit_bias") or 0.0)  # absent in cards before it existed
         # channels_last lets cuDNN and oneDNN pick their fastest convolution kernels.
         net = fold_batchnorm(copy.deepcopy(model).eval())
         self.model = net.to(self.device, memory_format=torch.channels_last)
@@ -117,7 +119,9 @@ class Predictor:
         if metadata is not None:
             meta = torch.from_numpy(encode_metadata(metadata)).to(self.device, non_blocking=True)
         logits = self.model(batch, meta).float()
-        return torch.softmax(logits / self.temperature, dim=1)[:, 1]
+        z = logits / self.temperature
+        z[:, 1] += self.logit_bias
+        return torch.softmax(z, dim=1)[:, 1]
 
     def predict(
         self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None = None

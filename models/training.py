@@ -28,7 +28,7 @@ from torch import nn
 from .augment import PhoneCaptureAugment
 from .checkpoint import CLASSES
 from .diagnosis import DIAGNOSIS_GROUPS, diagnosis_group
-from .evaluation import evaluate, fit_temperature
+from .evaluation import evaluate, fit_calibration
 from .losses import focal_loss
 from .metadata import METADATA_DIM, encode_metadata
 from .predictor import resolve_device
@@ -274,9 +274,9 @@ def _check_resumable(saved: Mapping, config: TrainConfig) -> None:
         raise ValueError(f"cannot resume with a different training config ({diffs})")
 
 
-def _softmax1(logits: np.ndarray, temperature: float) -> np.ndarray:
+def _softmax1(logits: np.ndarray, temperature: float, bias: float = 0.0) -> np.ndarray:
     z = logits / temperature
-    return 1.0 / (1.0 + np.exp(-(z[:, 1] - z[:, 0])))
+    return 1.0 / (1.0 + np.exp(-(z[:, 1] - z[:, 0] + bias)))
 
 
 def fit(
@@ -290,8 +290,8 @@ def fit(
     """Train ``config.arch`` on ``train``, reporting validation AUC after each epoch.
 
     Returns the final model (eval mode, on the training device), its card (ready for
-    ``dump_checkpoint``: preprocessing, temperature fitted on ``val``, val metrics, config,
-    history, data sizes, speed) and the per-epoch history.
+    ``dump_checkpoint``: preprocessing, temperature and logit bias fitted on ``val``, val metrics,
+    config, history, data sizes, speed) and the per-epoch history.
     """
     if len(train) < 2:
         raise ValueError(f"need at least 2 training samples, got {len(train)}")
@@ -429,15 +429,18 @@ def fit(
     model.eval()
     if start >= config.epochs or not len(val_logits):
         val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
-    temperature = fit_temperature(val_logits, val_labels) if len(val_labels) else 1.0
-    card = _card(config, history, train_labels, val_labels, val_logits, temperature, device)
+    calibration = fit_calibration(val_logits, val_labels) if len(val_labels) else (1.0, 0.0)
+    card = _card(config, history, train_labels, val_labels, val_logits, calibration, device)
     card["averaged_epochs"] = averaged_epochs if averaged_epochs > 1 else 0
     return TrainResult(model, card, history)
 
 
-def _card(config, history, train_labels, val_labels, val_logits, temperature, device) -> dict:
+def _card(config, history, train_labels, val_labels, val_logits, calibration, device) -> dict:
     speeds = [h["images_per_second"] for h in history if math.isfinite(h["images_per_second"])]
-    metrics = evaluate(val_labels, _softmax1(val_logits, temperature)) if len(val_labels) else {}
+    temperature, bias = calibration
+    metrics = (
+        evaluate(val_labels, _softmax1(val_logits, temperature, bias)) if len(val_labels) else {}
+    )
     return {
         "arch": config.arch,
         "num_classes": 2,
@@ -448,6 +451,7 @@ def _card(config, history, train_labels, val_labels, val_logits, temperature, de
         "colour_constancy": config.colour_constancy,
         "metadata_dim": METADATA_DIM if config.arch == "resnet10_multimodal" else 0,
         "temperature": temperature,
+        "logit_bias": bias,
         "config": asdict(config),
         "history": history,
         "data": {

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.evaluation import evaluate, fit_temperature, partial_auc_above_tpr
+from models.evaluation import evaluate, fit_calibration, fit_temperature, partial_auc_above_tpr
 from models.losses import FocalLoss, focal_loss
 
 
@@ -70,6 +70,26 @@ def test_fit_temperature_recovers_a_known_temperature():
     margin = (true_logits[:, 1] - true_logits[:, 0]) * 3
     assert fit_temperature(margin, labels) == pytest.approx(3.0, rel=0.1)
     assert fit_temperature(true_logits, np.ones(5000)) == 1.0
+
+
+def test_fit_calibration_recovers_a_temperature_and_a_shift():
+    rng = np.random.default_rng(2)
+    true_margin = rng.normal(0, 2, 8000)
+    labels = (rng.random(8000) < 1 / (1 + np.exp(-true_margin))).astype(int)
+    # A model over-confident by 3 whose logits also sit 1.2 too low (it under-calls class 1).
+    seen = (true_margin - 1.2) * 3
+    temperature, bias = fit_calibration(seen, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1) and bias == pytest.approx(1.2, abs=0.15)
+    two_class = np.stack([np.zeros_like(seen), seen], axis=1) + 5.0  # only differences matter
+    assert fit_calibration(two_class, labels) == pytest.approx((temperature, bias), rel=1e-3)
+    # The shift is what a temperature alone cannot fix: ECE is far lower with it.
+    t_only = fit_temperature(seen, labels)
+    ece_t = evaluate(labels, 1 / (1 + np.exp(-seen / t_only)))["ece"]
+    ece_tb = evaluate(labels, 1 / (1 + np.exp(-(seen / temperature + bias))))["ece"]
+    assert ece_tb < 0.03 < ece_t
+    # Calibrated logits are left alone; one class cannot be fitted.
+    assert fit_calibration(true_margin, labels) == pytest.approx((1.0, 0.0), abs=0.1)
+    assert fit_calibration(seen, np.ones(8000)) == (1.0, 0.0)
 
 
 def test_ece_noise_floor_shrinks_with_the_number_of_images():

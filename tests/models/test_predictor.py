@@ -45,6 +45,10 @@ def test_predict_probabilities_batches_and_temperature(rng):
     np.testing.assert_allclose(probs, whole, rtol=1e-4, atol=1e-5)
     hot = Predictor(model, {**card, "temperature": 100.0}, device="cpu").predict(images, meta)
     assert np.all(np.abs(hot - 0.5) <= np.abs(probs - 0.5) + 1e-6)
+    # logit_bias shifts every logit margin by the same amount: odds times e^bias.
+    shifted = Predictor(model, {**card, "logit_bias": 0.7}, device="cpu").predict(images, meta)
+    odds = lambda p: p / (1 - p)  # noqa: E731
+    np.testing.assert_allclose(odds(shifted), odds(probs) * np.exp(0.7), rtol=1e-3)
     assert Predictor(model, card, device="cpu").predict(images).shape == (5,)
     assert Predictor(model, card, device="cpu").predict([]).shape == (0,)
     with pytest.raises(ValueError, match="metadata has 2 rows"):

@@ -48,6 +48,7 @@ def test_learns_a_visual_pattern():
     assert result.history[-1]["val_auc"] > 0.9, result.history
     card = result.card
     assert card["val_metrics"]["roc_auc"] > 0.9 and 0.25 <= card["temperature"] <= 20
+    assert -5 <= card["logit_bias"] <= 5
     assert card["data"] == {"n_train": 120, "n_train_pos": 40, "n_val": 45, "n_val_pos": 15}
     assert card["image_size"] == 64 and card["images_per_second"] > 0
     weights, full = dump_checkpoint(result.model, card)
