@@ -45,7 +45,7 @@ _RESUMABLE_CHANGES = frozenset({"epochs", "device", "num_workers"})
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = "resnet10_multimodal"
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
