@@ -236,7 +236,7 @@ def fit_calibration(
 
     def nll(params: np.ndarray) -> float:
         s = z * math.exp(-params[0]) + params[1]
-        return float(np.mean(np.logaddexp(0.0, s) - y * s))  # -log sigmoid(s) or 1 - sigmoid(s)
+        return float(np.mean(np.logaddexp(0.0, s) - y * s))  # binary cross-entropy, stable form
 
     start = np.array([math.log(fit_temperature(z, y.astype(int), bounds=bounds)), 0.0])
     result = minimize(
