@@ -429,7 +429,7 @@ def fit(
     model.eval()
     if start >= config.epochs or not len(val_logits):
         val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
-    calibration = fit_calibration(val_logits, val_labels) if len(val_labels) else (1.0, 0.0)
+    calibration = fit_calibration(val_logits, val_labels)  # (1.0, 0.0) without val labels
     card = _card(config, history, train_labels, val_labels, val_logits, calibration, device)
     card["averaged_epochs"] = averaged_epochs if averaged_epochs > 1 else 0
     return TrainResult(model, card, history)
