@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     # --- training -------------------------------------------------------------------------
     train_cron: str = Field(default="0 4 * * 0", description="crontab for weekly retraining.")
     train_growth_fraction: float = Field(default=0.2, ge=0.0)
-    train_epochs: int = Field(default=30, ge=1)
-    train_image_size: int = Field(default=128, ge=32)
+    train_epochs: int = Field(default=40, ge=1)
+    train_image_size: int = Field(default=112, ge=32)
     train_arch: str = "resnet10_multimodal"
     promotion_metric: str = "roc_auc"
     promotion_margin: float = 0.0

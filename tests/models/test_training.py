@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from models import EpochState, Sample, TrainConfig, dump_checkpoint, fit, load_checkpoint
+from models.training import _ema_average
 
 
 def _patch_image(rng: np.random.Generator, label: int, size: int) -> Image.Image:
@@ -127,17 +128,17 @@ def test_weights_are_averaged_over_the_last_learning_rate_step_and_resume_keeps_
 
     train, val = _samples(16, seed=11, size=32), _samples(6, seed=12, size=32)
     # The lr steps after epoch 2: average epochs 3-4.
-    config = _tiny_config(epochs=4, step_size=2, average_weights=True)
+    config = _tiny_config(epochs=4, step_size=2, weight_average="swa")
     blobs: list[bytes] = []
     full = fit(train, val, config=config, on_epoch=lambda s: blobs.append(s.resume_blob()))
-    assert full.card["averaged_epochs"] == 2
+    assert full.card["averaged_updates"] == 2
     epoch_weights = [load_tensors(blob) for blob in blobs]
     for name, param in full.model.named_parameters():
         mean = (epoch_weights[2][f"model.{name}"] + epoch_weights[3][f"model.{name}"]) / 2
         torch.testing.assert_close(param.detach(), mean, msg=name)
 
-    last_only = fit(train, val, config=_tiny_config(epochs=4, step_size=2, average_weights=False))
-    assert last_only.card["averaged_epochs"] == 0
+    last_only = fit(train, val, config=_tiny_config(epochs=4, step_size=2, weight_average="none"))
+    assert last_only.card["averaged_updates"] == 0
     for name, param in last_only.model.named_parameters():
         torch.testing.assert_close(param.detach(), epoch_weights[3][f"model.{name}"], msg=name)
 
@@ -145,3 +146,32 @@ def test_weights_are_averaged_over_the_last_learning_rate_step_and_resume_keeps_
     for name, tensor in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
     assert resumed.card["val_metrics"] == pytest.approx(full.card["val_metrics"])
+
+
+def test_the_saved_weights_are_an_ema_of_every_step_with_a_ramped_decay():
+    from safetensors.torch import load as load_tensors
+
+    # The decay ramps up as (1 + n) / (10 + n): the first update keeps 10% of the running mean.
+    running, current = [torch.zeros(3)], [torch.ones(3)]
+    ema = _ema_average(0.998)
+    ema(running, current, torch.tensor(0))
+    torch.testing.assert_close(running[0], torch.full((3,), 0.9))
+    ema(running, current, torch.tensor(10_000))  # long runs: the configured decay
+    torch.testing.assert_close(running[0], torch.full((3,), 0.9 + 0.1 * 0.002))
+
+    train, val = _samples(16, seed=13, size=32), _samples(6, seed=14, size=32)
+    blobs: list[bytes] = []
+    config = _tiny_config(ema_decay=0.5)  # the default, "ema"
+    full = fit(train, val, config=config, on_epoch=lambda s: blobs.append(s.resume_blob()))
+    assert full.card["averaged_updates"] == 3 * 2  # 3 epochs of 2 batches: one update per step
+    last = load_tensors(blobs[-1])
+    for name, param in full.model.named_parameters():
+        torch.testing.assert_close(param.detach(), last[f"average.module.{name}"], msg=name)
+    assert any(
+        not torch.equal(param.detach(), last[f"model.{name}"])
+        for name, param in full.model.named_parameters()
+    )
+    with pytest.raises(ValueError, match="weight_average"):
+        TrainConfig(weight_average="mean")
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
