@@ -38,7 +38,7 @@ ROWS = (
     "decode 1024x768 vs pillow",
     "decode 1024x768 vs torchvision",
     "curation filter 1 core",
-    "train 128px",
+    f"train {models.TrainConfig().image_size}px (default)",
     "train 224px",
     "torch.compile",
 )
@@ -210,12 +210,11 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
         )
     )
 
-    for size in (128, 224):
+    for size in (models.TrainConfig().image_size, 224):
         r = training.train_rate(size=size, batch=args.train_batch, steps=args.train_steps)
         log(f"train {size}px: {r:.1f} img/s")
-        rows.append(
-            Row(f"train {size}px", f"{r:.1f} img/s", f"AdamW step, batch {args.train_batch}")
-        )
+        name = f"train {size}px" + (" (default)" if size == models.TrainConfig().image_size else "")
+        rows.append(Row(name, f"{r:.1f} img/s", f"AdamW step, batch {args.train_batch}"))
 
     if args.compile:
         c = hardware.compile_payback(card, weights, images, repeats=args.repeats)
