@@ -42,7 +42,7 @@ __all__ = ["EpochState", "Sample", "TrainConfig", "TrainResult", "fit"]
 WEIGHT_AVERAGES = ("ema", "swa", "none")
 
 # Fields that may differ between a run and its resumption without changing the result.
-_RESUMABLE_CHANGES = frozenset({"epochs", "device", "num_workers"})
+_RESUMABLE_CHANGES = frozenset({"epochs", "device", "num_workers", "time_budget_s"})
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,10 @@ class TrainConfig:
     # by +0.006 and -0.010 on 2 seeds, i.e. no effect beyond seed noise.
     weight_average: str = "ema"
     ema_decay: float = 0.998
+    # Wall-clock seconds for the epochs. After the first epoch, a run whose epochs would not fit
+    # at that epoch's pace is shortened to those that do (the StepLR schedule shrinks with it);
+    # the card's ``epochs_run`` says how many ran. None = no budget.
+    time_budget_s: float | None = None
 
     @property
     def lr_step_epochs(self) -> int:
@@ -119,6 +123,8 @@ class TrainConfig:
             )
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be > 0, got {self.time_budget_s}")
 
 
 class Sample(NamedTuple):
@@ -175,6 +181,13 @@ def _ema_average(decay: float) -> Callable:
         torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
 
     return average
+
+
+def epochs_within(budget_s: float, epoch_s: float, epochs: int) -> int:
+    """How many of ``epochs`` fit in ``budget_s`` at ``epoch_s`` each (at least one)."""
+    if epoch_s <= 0:
+        return epochs
+    return max(1, min(epochs, int(budget_s // epoch_s)))
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -335,7 +348,7 @@ def fit(
     )
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    average_after = config.epochs - config.lr_step_epochs  # epochs before the SWA window
+    epochs = config.epochs  # fewer if the first epoch shows they do not fit config.time_budget_s
     averaged = None
     if config.weight_average == "ema":
         averaged = torch.optim.swa_utils.AveragedModel(
@@ -356,6 +369,7 @@ def fit(
         )
         _check_resumable(extra["config"], config)
         start, history = int(extra["epoch"]), list(extra["history"])
+        epochs = min(epochs, int(extra.get("epochs_planned", epochs)))
 
     train_labels = np.array([int(s.label) for s in train], dtype=np.int64)
     val_labels = np.array([int(s.label) for s in val], dtype=np.int64)
@@ -369,6 +383,8 @@ def fit(
     val_logits = np.zeros((0, 2), np.float32)
 
     for epoch in range(start, config.epochs):
+        if epoch >= epochs:
+            break
         seed = _epoch_seed(config.seed, epoch)
         torch.manual_seed(seed)  # dropout
         batches = _batches(
@@ -412,9 +428,14 @@ def fit(
             batch_size=config.batch_size,
         )
         val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
-        if averaged is not None and config.weight_average == "swa" and epoch >= average_after:
+        swa_window = epochs - scheduler.step_size  # epochs before StepLR's last phase
+        if averaged is not None and config.weight_average == "swa" and epoch >= swa_window:
             averaged.update_parameters(model)
         seconds = time.perf_counter() - began
+        if epoch == 0 and config.time_budget_s is not None:
+            epochs = epochs_within(config.time_budget_s, seconds, epochs)
+            if config.step_size is None:  # keep the schedule's shape: a third of the run
+                scheduler.step_size = max(1, math.ceil(epochs / 3))
         record = {
             "epoch": epoch + 1,
             "train_loss": total_loss / max(seen, 1),
@@ -426,6 +447,8 @@ def fit(
         history.append(record)
         if on_epoch is not None:
             extra = {"epoch": epoch + 1, "history": history, "config": asdict(config)}
+            if epochs < config.epochs:  # shortened to the time budget: a resumed run keeps that
+                extra["epochs_planned"] = epochs
 
             def pack(extra=extra) -> bytes:
                 return pack_train_state(
@@ -437,7 +460,7 @@ def fit(
                     average=averaged,
                 )
 
-            state = {**record, "epochs": config.epochs, "history": list(history)}
+            state = {**record, "epochs": epochs, "history": list(history)}
             on_epoch(EpochState(**state, _pack=pack))
 
     averaged_updates = int(averaged.n_averaged) if averaged is not None else 0
@@ -462,6 +485,7 @@ def fit(
     card = _card(config, history, train_labels, val_labels, val_logits, calibration, device)
     # Epochs (SWA) or optimiser steps (EMA) in the saved average; 0 = the last step's weights.
     card["averaged_updates"] = averaged_updates if averaged_updates > 1 else 0
+    card["epochs_run"] = len(history)
     return TrainResult(model, card, history)
 
 

@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     train_growth_fraction: float = Field(default=0.2, ge=0.0)
     train_epochs: int = Field(default=40, ge=1)
     train_image_size: int = Field(default=112, ge=32)
+    train_time_budget_min: float = Field(
+        default=27.0,
+        gt=0,
+        description="Minutes for a run's epochs: after the first epoch, a run that would not fit "
+        "at that pace is shortened (models.TrainConfig.time_budget_s); cache and evaluation come "
+        "on top (~1-2 min).",
+    )
     train_arch: str = "resnet10_multimodal"
     promotion_metric: str = "roc_auc"
     promotion_margin: float = 0.0

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from models import EpochState, Sample, TrainConfig, dump_checkpoint, fit, load_checkpoint
-from models.training import _ema_average
+from models.training import _ema_average, epochs_within
 
 
 def _patch_image(rng: np.random.Generator, label: int, size: int) -> Image.Image:
@@ -175,3 +175,33 @@ def test_the_saved_weights_are_an_ema_of_every_step_with_a_ramped_decay():
         TrainConfig(weight_average="mean")
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)
+
+
+def test_a_time_budget_shortens_the_run_after_the_first_epoch_and_a_resume_keeps_it():
+    assert epochs_within(27 * 60, 23.4, 40) == 40  # this machine's default run fits
+    assert epochs_within(27 * 60, 45.0, 40) == 36  # one twice as slow runs 36 epochs
+    assert epochs_within(1.0, 45.0, 40) == 1  # always at least one
+    assert epochs_within(60.0, 0.0, 40) == 40
+
+    train, val = _samples(16, seed=15, size=32), _samples(6, seed=16, size=32)
+    states: list[EpochState] = []
+    blobs: list[bytes] = []
+
+    def keep(state: EpochState) -> None:
+        states.append(state)
+        blobs.append(state.resume_blob())
+
+    config = _tiny_config(epochs=3, time_budget_s=1e-9, step_size=None)
+    short = fit(train, val, config=config, on_epoch=keep)
+    assert len(short.history) == 1 and short.card["epochs_run"] == 1
+    assert [s.epochs for s in states] == [1]  # progress reports the shortened run
+    # Redelivered after its last epoch, it does not train the two it dropped.
+    resumed = fit(train, val, config=config, resume=blobs[0])
+    assert len(resumed.history) == 1
+    for name, tensor in short.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
+
+    roomy = fit(train, val, config=_tiny_config(epochs=3, time_budget_s=3600.0))
+    assert roomy.card["epochs_run"] == 3
+    with pytest.raises(ValueError, match="time_budget_s"):
+        TrainConfig(time_budget_s=0)

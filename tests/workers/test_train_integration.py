@@ -59,6 +59,8 @@ def test_train_promote_registry_and_rollback(env, curated, start_worker):
     assert b"data:image/png;base64" in st.get(f"models/{first['model_id']}/report.html")
 
     assert card["train_config"]["seed"] == 0  # the default
+    # BIRTHMARK_TRAIN_TIME_BUDGET_MIN (27) reaches the run; two quick epochs fit in it.
+    assert card["train_config"]["time_budget_s"] == 27 * 60 and card["epochs_run"] == 2
 
     # A second run with other settings: promoted only if it beats the champion on the same holdout.
     args = ["--epochs", "1", "--arch", "resnet10_multimodal", "--seed", "3", "--wait", "--json"]
