@@ -26,6 +26,7 @@ from benchmarks import decode, e2e, hardware, training
 from benchmarks._images import jpeg_set
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
+TRAIN_PX = models.TrainConfig().image_size  # the default training resolution
 ROWS = (
     "e2e 1024x768",
     "e2e 4000x3000",
@@ -38,7 +39,7 @@ ROWS = (
     "decode 1024x768 vs pillow",
     "decode 1024x768 vs torchvision",
     "curation filter 1 core",
-    f"train {models.TrainConfig().image_size}px (default)",
+    f"train {TRAIN_PX}px (default)",
     "train 224px",
     "torch.compile",
 )
@@ -210,10 +211,9 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
         )
     )
 
-    for size in (models.TrainConfig().image_size, 224):
+    for size, name in ((TRAIN_PX, f"train {TRAIN_PX}px (default)"), (224, "train 224px")):
         r = training.train_rate(size=size, batch=args.train_batch, steps=args.train_steps)
         log(f"train {size}px: {r:.1f} img/s")
-        name = f"train {size}px" + (" (default)" if size == models.TrainConfig().image_size else "")
         rows.append(Row(name, f"{r:.1f} img/s", f"AdamW step, batch {args.train_batch}"))
 
     if args.compile:

@@ -111,10 +111,12 @@ def _ece(y, z, t, b=0.0):
 def _track_ema(decay: float) -> list:
     """Make every AdamW step also update an EMA of its parameters; returns the shadow list.
 
-    The decay ramps up as ``(1 + n) / (10 + n)`` so the random initial weights wash out early.
+    The same update as ``models.fit``'s ``weight_average="ema"`` (decay ramped up as
+    ``(1 + n) / (10 + n)``), kept beside the last weights instead of replacing them.
     """
     shadow: list = []
     base = torch.optim.AdamW
+    average = training._ema_average(decay)
 
     class AdamWWithEma(base):
         steps = 0
@@ -125,8 +127,7 @@ def _track_ema(decay: float) -> list:
             if not shadow:
                 shadow.extend(p.clone() for p in params)
             else:
-                n = AdamWWithEma.steps
-                torch._foreach_lerp_(shadow, params, 1 - min(decay, (1 + n) / (10 + n)))
+                average(shadow, params, AdamWWithEma.steps)
             AdamWWithEma.steps += 1
             return loss
 
@@ -137,17 +138,10 @@ def _track_ema(decay: float) -> list:
 def _ema_model(model, shadow, train, config):
     """A copy of ``model`` holding the EMA weights, with batch-norm statistics re-estimated."""
     ema = copy.deepcopy(model)
-    with torch.no_grad():
-        for param, mean in zip(ema.parameters(), shadow, strict=False):  # aux head params last
-            param.copy_(mean)
-    meta = models.encode_metadata([s.metadata for s in train])
-    batcher = training._Batcher(train, meta, config)
+    means = shadow[: len(list(ema.parameters()))]  # the auxiliary head's parameters come last
+    batcher = training._Batcher(train, models.encode_metadata([s.metadata for s in train]), config)
     labels = np.array([s.label for s in train])
-    order = training._epoch_order(labels, balance=True, seed=config.seed)
-    device = next(ema.parameters()).device
-    training._recalibrate_batch_norm(
-        ema, batcher, order, device, images=512, batch_size=config.batch_size
-    )
+    training._adopt_average(ema, means, batcher, labels, config, next(ema.parameters()).device)
     return ema.eval()
 
 

@@ -282,6 +282,22 @@ def _recalibrate_batch_norm(
         m.momentum = momentum
 
 
+def _adopt_average(model, means, batcher, labels, config: TrainConfig, device) -> None:
+    """Copy averaged weights ``means`` into ``model`` and re-estimate its batch-norm statistics."""
+    with torch.no_grad():
+        for param, mean in zip(model.parameters(), means, strict=True):
+            param.copy_(mean)
+    order = _epoch_order(labels, balance=config.balance, seed=config.seed)
+    _recalibrate_batch_norm(
+        model,
+        batcher,
+        order,
+        device,
+        images=max(2 * config.bn_recalibration_images, 4 * config.batch_size),
+        batch_size=config.batch_size,
+    )
+
+
 def _val_logits(model: nn.Module, batcher: _Batcher, device, *, batch_size: int) -> np.ndarray:
     model.eval()
     order = np.arange(len(batcher.samples))
@@ -465,17 +481,8 @@ def fit(
 
     averaged_updates = int(averaged.n_averaged) if averaged is not None else 0
     if averaged_updates > 1:
-        with torch.no_grad():
-            for param, mean in zip(model.parameters(), averaged.module.parameters(), strict=True):
-                param.copy_(mean)
-        order = _epoch_order(train_labels, balance=config.balance, seed=config.seed)
-        _recalibrate_batch_norm(
-            model,
-            train_batcher,
-            order,
-            device,
-            images=max(2 * config.bn_recalibration_images, 4 * config.batch_size),
-            batch_size=config.batch_size,
+        _adopt_average(
+            model, averaged.module.parameters(), train_batcher, train_labels, config, device
         )
         val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
     model.eval()
