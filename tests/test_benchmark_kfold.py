@@ -1,0 +1,69 @@
+"""The k-fold estimate's folds are grouped and disjoint, and a tiny run pools every image once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import kfold
+
+
+def _table(n_groups: int = 120, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        kind = "phone" if g % 4 == 0 else "dermoscopic"
+        id_column = "patient_id" if kind == "phone" else "lesion_id"
+        for i in range(int(rng.integers(1, 4))):
+            rows.append(
+                {
+                    "file": f"{kind}/{g}-{i}.jpg",
+                    "kind": kind,
+                    "malignant": bool(rng.random() < 0.4),
+                    "patient_id": None,
+                    "lesion_id": None,
+                    id_column: f"G{g}",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_folds_keep_groups_together_and_cover_every_row_once():
+    folded = kfold.assign_folds(_table(), 5)
+    assert sorted(folded["fold"].unique()) == [0, 1, 2, 3, 4]
+    assert folded.groupby("group")["fold"].nunique().max() == 1
+    for f in range(5):
+        split = kfold.split_for(folded, f)
+        assert sum(len(part) for part in split.values()) == len(folded)
+        groups = {name: set(part["group"]) for name, part in split.items()}
+        assert not groups["train"] & groups["val"]
+        assert not groups["train"] & groups["test"]
+        assert not groups["val"] & groups["test"]
+        assert 0.05 < len(split["val"]) / len(folded) < 0.3
+        # Stratified: every test fold has phone and dermoscopic images of both labels.
+        test = split["test"]
+        assert test.groupby(["kind", "malignant"]).size().size == 4
+
+
+def test_fold_assignment_is_reproducible_and_seeded():
+    table = _table()
+    a = kfold.assign_folds(table, 5)["fold"]
+    assert a.equals(kfold.assign_folds(table, 5)["fold"])
+    assert not a.equals(kfold.assign_folds(table, 5, seed=1)["fold"])
+
+
+@pytest.mark.integration
+def test_tiny_run_pools_every_image_once(shared_data, tmp_path):
+    common = ["--folds", "2", "--limit", "5", "--epochs", "1", "--image-size", "32"]
+    for fold in (0, 1):
+        kfold.main(["run", "--fold", str(fold), *common, "--data", str(shared_data),
+                    "--out", str(tmp_path)])  # fmt: skip
+    results = tmp_path / "results.md"
+    kfold.main(["summary", "--out", str(tmp_path), "--results", str(results)])
+    pooled = pd.concat([pd.read_csv(tmp_path / f"fold{f}.csv") for f in (0, 1)])
+    assert len(pooled) == 20 and pooled["file"].is_unique  # 5 per domain and label
+    assert pooled["probability"].between(0, 1).all()
+    text = results.read_text()
+    assert "| phone | 10 (5) |" in text and "| dermoscopic | 10 (5) |" in text
+    assert "| all | 20 (10) |" in text
