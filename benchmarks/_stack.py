@@ -7,6 +7,7 @@ A redis-server process, moto's S3 HTTP server (in a thread, counting the request
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -130,13 +132,53 @@ class _Counting:
         return self.app(environ, start_response)
 
 
-class S3Server:
-    """moto's S3 on a free loopback port (served as ThreadedMotoServer does), counting requests."""
+COUNTS_PATH = "/_birthmark/requests"  # the S3 server process answers its request counts here
 
-    def __init__(self) -> None:
+
+def _moto_server(port: int) -> tuple[object, _Counting]:
+    """moto's S3 WSGI app behind the counting middleware, as a werkzeug server on ``port``."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class _Quiet(MotoRequestHandler):
+        def log_request(self, *args, **kwargs) -> None:  # one line per request is noise here
+            pass
+
+    class _Dispatcher(DomainDispatcherApplication):
+        @functools.lru_cache(maxsize=64)  # noqa: B019 (one dispatcher per server)
+        def get_backend_for_host(self, host: str | None):
+            return super().get_backend_for_host(host)
+
+    app = _Counting(_Dispatcher(create_backend_app))
+    return make_server("127.0.0.1", port, app, True, request_handler=_Quiet), app
+
+
+def _set_test_credentials() -> None:
+    for var, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
+        os.environ.setdefault(var, value)
+
+
+class S3Server:
+    """moto's S3 on a free loopback port (served as ThreadedMotoServer does), counting requests.
+
+    By default it serves from a thread of this process. ``process=True`` runs it as its own
+    process in its own session, and ``nice`` (Linux) lowers that session's scheduling group:
+    with autogroups (on by default) CPU is shared between sessions first, so a per-thread nice
+    value would not rank the server below a worker started in another session.
+    """
+
+    def __init__(self, *, process: bool = False, nice: int = 0) -> None:
         self.port = free_port()
+        self.process = process
+        self.nice = nice
         self._server = None
         self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen | None = None
         self.app: _Counting | None = None
 
     @property
@@ -144,42 +186,75 @@ class S3Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> S3Server:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
-
-        for var, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                           ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
-            os.environ.setdefault(var, value)
-
-        class _Quiet(MotoRequestHandler):
-            def log_request(self, *args, **kwargs) -> None:  # one line per request is noise here
-                pass
-
-        class _Dispatcher(DomainDispatcherApplication):
-            @functools.lru_cache(maxsize=64)  # noqa: B019 (one dispatcher per server)
-            def get_backend_for_host(self, host: str | None):
-                return super().get_backend_for_host(host)
-
-        self.app = _Counting(_Dispatcher(create_backend_app))
-        self._server = make_server("127.0.0.1", self.port, self.app, True, request_handler=_Quiet)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        wait_port(self.port)
+        _set_test_credentials()
+        if self.process:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks._stack", "s3", str(self.port)],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            if self.nice:
+                lower_session_priority(self._proc.pid, self.nice)
+        else:
+            self._server, self.app = _moto_server(self.port)
+            self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+            self._thread.start()
+        wait_port(self.port, timeout=30.0)
         return self
 
     def requests(self) -> Counter[str]:
         """A copy of the request counts so far, by method."""
+        if self._proc is not None:
+            with urllib.request.urlopen(self.url + COUNTS_PATH, timeout=10) as resp:
+                return Counter(json.load(resp))
         with self.app._lock:
             return Counter(self.app.counts)
 
     def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)
         if self._server is not None:
             self._server.shutdown()
             self._thread.join()
+
+
+def lower_session_priority(pid: int, nice: int) -> bool:
+    """Set the autogroup nice value of ``pid``'s session (Linux); False where it cannot be set."""
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as fh:
+            fh.write(str(nice))
+        return True
+    except OSError:
+        return False
+
+
+def _serve_s3(port: int) -> None:
+    """``python -m benchmarks._stack s3 PORT``: the S3 server process, until terminated."""
+    server, app = _moto_server(port)
+    counting_call = app.__call__
+
+    def answer_counts(environ, start_response):
+        if environ.get("PATH_INFO") == COUNTS_PATH:
+            with app._lock:
+                body = json.dumps(app.counts).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
+        return counting_call(environ, start_response)
+
+    server.app = answer_counts
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:  # a killed benchmark must not leave a server behind
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+    server.serve_forever()
 
 
 class Worker:
@@ -231,3 +306,10 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["s3"]:
+        _serve_s3(int(sys.argv[2]))
+    else:
+        raise SystemExit("usage: python -m benchmarks._stack s3 PORT")
