@@ -1,7 +1,8 @@
 """Real services on loopback, shared by the integration tests and the benchmarks.
 
-A redis-server process, moto's S3 HTTP server (in a thread, counting the requests it serves) and
-`celery worker` subprocesses. Nothing here imports pytest.
+A redis-server process, moto's S3 HTTP server (in a thread, or its own low-priority process for the
+benchmarks; counting the requests it serves) and `celery worker` subprocesses. Nothing here imports
+pytest.
 """
 
 from __future__ import annotations
@@ -195,13 +196,21 @@ class S3Server:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            if self.nice:
-                lower_session_priority(self._proc.pid, self.nice)
+            if self.nice and not lower_session_priority(self._proc.pid, self.nice):
+                print("S3 server keeps its CPU priority (no /proc/PID/autogroup)", file=sys.stderr)
         else:
             self._server, self.app = _moto_server(self.port)
             self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
             self._thread.start()
-        wait_port(self.port, timeout=30.0)
+        try:
+            wait_port(self.port, timeout=30.0)
+        except TimeoutError:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"S3 server exited with {self._proc.returncode}; run "
+                    f"`python -m benchmarks._stack s3 {self.port}` to see why"
+                ) from None
+            raise
         return self
 
     def requests(self) -> Counter[str]:
