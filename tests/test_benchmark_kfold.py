@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,3 +71,37 @@ def test_tiny_run_pools_every_image_once(shared_data, tmp_path):
     text = results.read_text()
     assert "| phone | 10 (5) |" in text and "| dermoscopic | 10 (5) |" in text
     assert "| all | 20 (10) |" in text
+
+
+@pytest.mark.integration
+def test_a_sweep_recipe_runs_on_the_folds(shared_data, tmp_path):
+    # Own processes: a recipe patches module globals (dropout, model builder) for its run.
+    for fold in (0, 1):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.kfold",
+                "run",
+                "--fold",
+                str(fold),
+                "--folds",
+                "2",
+                "--limit",
+                "5",
+                "--recipe",
+                "smoke",
+                "--data",
+                str(shared_data),
+                "--out",
+                str(tmp_path),
+            ],  # fmt: skip
+            check=True,
+            capture_output=True,
+            cwd=kfold.Path(kfold.__file__).resolve().parents[1],
+        )
+    assert json.loads((tmp_path / "fold0.json").read_text())["recipe"] == "smoke"
+    text = kfold.summarise(tmp_path, ci_draws=50)
+    assert text.startswith(
+        "Recipe smoke: pooled out-of-fold predictions of 2 of 2 folds (20 images"
+    )
