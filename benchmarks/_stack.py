@@ -116,24 +116,35 @@ class RedisServer:
             self.proc.wait(10)
 
 
+COUNTS_PATH = "/_birthmark/requests"  # where the S3 server answers its request counts
+
+
 class _Counting:
-    """WSGI middleware: counts requests by HTTP method (S3 GET/PUT/HEAD/LIST are all one each)."""
+    """WSGI middleware: counts requests by HTTP method (S3 GET/PUT/HEAD/LIST are all one each).
+
+    ``GET COUNTS_PATH`` answers the counts so far as JSON (uncounted), for a server in another
+    process.
+    """
 
     def __init__(self, app) -> None:
         self.app = app
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.counts)
+
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == COUNTS_PATH:
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(self.snapshot()).encode()]
         method = environ.get("REQUEST_METHOD", "?")
         if method == "GET" and "list-type" in environ.get("QUERY_STRING", ""):
             method = "LIST"
         with self._lock:
             self.counts[method] += 1
         return self.app(environ, start_response)
-
-
-COUNTS_PATH = "/_birthmark/requests"  # the S3 server process answers its request counts here
 
 
 def _moto_server(port: int) -> tuple[object, _Counting]:
@@ -218,8 +229,7 @@ class S3Server:
         if self._proc is not None:
             with urllib.request.urlopen(self.url + COUNTS_PATH, timeout=10) as resp:
                 return Counter(json.load(resp))
-        with self.app._lock:
-            return Counter(self.app.counts)
+        return self.app.snapshot()
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -242,18 +252,7 @@ def lower_session_priority(pid: int, nice: int) -> bool:
 
 def _serve_s3(port: int) -> None:
     """``python -m benchmarks._stack s3 PORT``: the S3 server process, until terminated."""
-    server, app = _moto_server(port)
-    counting_call = app.__call__
-
-    def answer_counts(environ, start_response):
-        if environ.get("PATH_INFO") == COUNTS_PATH:
-            with app._lock:
-                body = json.dumps(app.counts).encode()
-            start_response("200 OK", [("Content-Type", "application/json")])
-            return [body]
-        return counting_call(environ, start_response)
-
-    server.app = answer_counts
+    server, _ = _moto_server(port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     parent = os.getppid()
 

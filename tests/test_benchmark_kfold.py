@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import kfold
+from benchmarks._stack import REPO
 
 
 def _table(n_groups: int = 120, seed: int = 0) -> pd.DataFrame:
@@ -98,7 +99,7 @@ def test_a_sweep_recipe_runs_on_the_folds(shared_data, tmp_path):
             ],  # fmt: skip
             check=True,
             capture_output=True,
-            cwd=kfold.Path(kfold.__file__).resolve().parents[1],
+            cwd=REPO,
         )
     assert json.loads((tmp_path / "fold0.json").read_text())["recipe"] == "smoke"
     text = kfold.summarise(tmp_path, ci_draws=50)
