@@ -128,8 +128,43 @@ def run_fold(args: argparse.Namespace) -> Path:
         "sizes": {k: len(v) for k, v in split.items()},
     }
     (args.out / f"fold{args.fold}.json").write_text(json.dumps(info, indent=2))
+    if args.keep_model:  # for re-scoring offline (test-time augmentation, calibration variants)
+        weights, full_card = models.dump_checkpoint(result.model, card)
+        (args.out / f"fold{args.fold}.safetensors").write_bytes(weights)
+        (args.out / f"fold{args.fold}.card.json").write_text(json.dumps(full_card, indent=2))
     print(f"fold {args.fold}: {minutes:.1f} min, wrote {args.out / f'fold{args.fold}.csv'}")
     return args.out / f"fold{args.fold}.csv"
+
+
+def rescore(out: Path, to: Path, data: Path, *, flips: bool) -> list[Path]:
+    """Score each fold's test images again with its kept model (``run --keep-model``) into ``to``.
+
+    ``flips=True`` scores with test-time flips (``models.Predictor(flips=True)``); the fold's
+    calibration is the one fitted at training time, on val, without them.
+    """
+    table = load_table(data.resolve()).set_index("file")
+    to.mkdir(parents=True, exist_ok=True)
+    written = []
+    for part in sorted(out.glob("fold*.csv")):
+        weights, card_path = part.with_suffix(".safetensors"), part.with_suffix(".card.json")
+        if not weights.exists() or not card_path.exists():
+            raise SystemExit(f"{part.stem} has no kept model: run it with `run --keep-model`")
+        card = json.loads(card_path.read_text())
+        predictor = models.Predictor(
+            models.load_checkpoint(weights.read_bytes(), card), card, device="cpu", flips=flips
+        )
+        rows = pd.read_csv(part)
+        images = decode_all(data, rows["file"], size=int(card["image_size"]))
+        metadata = [_metadata(table.loc[f].to_dict()) for f in rows["file"]]
+        rows.assign(probability=predictor.predict(images, metadata)).to_csv(
+            to / part.name, index=False
+        )
+        info = json.loads(part.with_suffix(".json").read_text())
+        info["recipe"] = info.get("recipe", "default") + (" + test-time flips" if flips else "")
+        (to / part.with_suffix(".json").name).write_text(json.dumps(info, indent=2))
+        written.append(to / part.name)
+        print(f"{part.stem}: rescored {len(rows)} images into {to / part.name}", flush=True)
+    return written
 
 
 def _metrics(rows: pd.DataFrame, *, ci_draws: int = 0) -> dict:
@@ -215,6 +250,15 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--epochs", type=int, help="override the default (smoke runs)")
     run.add_argument("--image-size", type=int, help="override the default (smoke runs)")
     run.add_argument("--limit", type=int, help="at most N images per domain and label (smoke)")
+    run.add_argument(
+        "--keep-model", action="store_true", help="also write the fold's weights and card"
+    )
+    again = sub.add_parser("rescore", help="score the folds again with their kept models")
+    again.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    again.add_argument("--to", type=Path, required=True, help="where the rescored folds go")
+    again.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    again.add_argument("--flips", action="store_true", help="test-time flips")
+    again.add_argument("--threads", type=int, default=2)
     summary = sub.add_parser("summary", help="pool the folds written so far")
     summary.add_argument("--out", type=Path, default=DEFAULT_OUT)
     summary.add_argument("--results", type=Path, default=RESULTS)
@@ -223,6 +267,10 @@ def main(argv: list[str] | None = None) -> None:
         if not 0 <= args.fold < args.folds:
             parser.error(f"--fold must be in 0..{args.folds - 1}")
         run_fold(args)
+        return
+    if args.command == "rescore":
+        models.set_threads(args.threads)
+        rescore(args.out, args.to, args.data, flips=args.flips)
         return
     text = summarise(args.out)
     print(text)

@@ -106,3 +106,24 @@ def test_a_sweep_recipe_runs_on_the_folds(shared_data, tmp_path):
     assert text.startswith(
         "Recipe smoke: pooled out-of-fold predictions of 2 of 2 folds (20 images"
     )
+
+
+@pytest.mark.integration
+def test_rescoring_a_kept_model_reproduces_it_and_flips_change_it(shared_data, tmp_path):
+    runs = tmp_path / "runs"
+    kfold.main(["run", "--fold", "0", "--folds", "2", "--limit", "5", "--epochs", "1",
+                "--image-size", "32", "--data", str(shared_data), "--out", str(runs),
+                "--keep-model"])  # fmt: skip
+    original = pd.read_csv(runs / "fold0.csv")
+    again = kfold.rescore(runs, tmp_path / "plain", shared_data, flips=False)
+    np.testing.assert_allclose(pd.read_csv(again[0])["probability"], original["probability"],
+                               atol=1e-6)  # fmt: skip
+    flipped = pd.read_csv(kfold.rescore(runs, tmp_path / "flips", shared_data, flips=True)[0])
+    assert flipped["file"].tolist() == original["file"].tolist()
+    assert flipped["probability"].between(0, 1).all()
+    assert not np.allclose(flipped["probability"], original["probability"], atol=1e-4)
+    info = json.loads((tmp_path / "flips" / "fold0.json").read_text())
+    assert info["recipe"] == "default + test-time flips"
+    (runs / "fold0.safetensors").unlink()
+    with pytest.raises(SystemExit, match="fold0 has no kept model"):
+        kfold.rescore(runs, tmp_path / "again", shared_data, flips=True)

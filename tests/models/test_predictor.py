@@ -69,3 +69,24 @@ def test_predictor_folds_batchnorm_without_touching_the_model(rng):
     with torch.inference_mode():
         expected = torch.softmax(model(to_batch(images, size=64)), dim=1)[:, 1].numpy()
     np.testing.assert_allclose(predictor.predict(images), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_flips_average_the_logits_of_four_views(rng):
+    torch.manual_seed(2)
+    model = build_model("resnet10_image").eval()
+    images = [lesion_image(rng, size=70) for _ in range(3)]
+    card = {"image_size": 64, "temperature": 2.0, "logit_bias": 0.3}
+    flipped = Predictor(model, card, device="cpu", flips=True).predict(images)
+    batch = to_batch(images, size=64)
+    with torch.inference_mode():
+        views = [batch, batch.flip(3), batch.flip(2), batch.flip(2, 3)]
+        logits = torch.stack([model(v) for v in views]).mean(0) / 2.0
+        expected = torch.softmax(logits + torch.tensor([0.0, 0.3]), dim=1)[:, 1].numpy()
+    np.testing.assert_allclose(flipped, expected, rtol=1e-4, atol=1e-6)
+    plain = Predictor(model, card, device="cpu").predict(images)
+    assert not np.allclose(flipped, plain, atol=1e-4)  # the views do change the answer
+    # A mirror image gets the same four views, so the same probability.
+    mirrored = [image.transpose(0) for image in images]  # Image.FLIP_LEFT_RIGHT
+    np.testing.assert_allclose(
+        Predictor(model, card, device="cpu", flips=True).predict(mirrored), flipped, atol=1e-5
+    )
