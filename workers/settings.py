@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # --- training -------------------------------------------------------------------------
     train_cron: str = Field(default="0 4 * * 0", description="crontab for weekly retraining.")
     train_growth_fraction: float = Field(default=0.2, ge=0.0)
-    train_epochs: int = Field(default=40, ge=1)
+    train_epochs: int = Field(default=60, ge=1)
     train_image_size: int = Field(default=112, ge=32)
     train_time_budget_min: float = Field(
         default=27.0,
