@@ -145,6 +145,8 @@ def rescore(out: Path, to: Path, data: Path, *, flips: bool) -> list[Path]:
     ``flips=True`` scores with test-time flips (``models.Predictor(flips=True)``); the fold's
     calibration is the one fitted at training time, on val, without them.
     """
+    if to.resolve() == out.resolve():
+        raise SystemExit(f"--to must differ from --out: rescoring {out} would overwrite its runs")
     table = load_table(data.resolve()).set_index("file")
     to.mkdir(parents=True, exist_ok=True)
     written = []

@@ -7,7 +7,7 @@ exactly as the uninterrupted run would have (on CPU; CUDA kernels are not bit-de
 ``image_size`` defaults to 112 and ``epochs`` to 60: at 112 px, 40 epochs (the pixels of 30 at
 128 px) beat 30 at 128 px on 8 seeds, and 60 beat 40 on every grouped fold of the real photos;
 a 224 px epoch costs about 4x more on a 2-core CPU and the small ResNet-10 gains little from it on
-~200 px sources. 60 epochs take ~23 min here; ``time_budget_s`` shortens a run on a slower machine.
+~200 px sources. 60 epochs take ~24 min here; ``time_budget_s`` shortens a run on a slower machine.
 """
 
 from __future__ import annotations

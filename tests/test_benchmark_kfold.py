@@ -124,6 +124,8 @@ def test_rescoring_a_kept_model_reproduces_it_and_flips_change_it(shared_data, t
     assert not np.allclose(flipped["probability"], original["probability"], atol=1e-4)
     info = json.loads((tmp_path / "flips" / "fold0.json").read_text())
     assert info["recipe"] == "default + test-time flips"
+    with pytest.raises(SystemExit, match="--to must differ from --out"):
+        kfold.rescore(runs, runs, shared_data, flips=True)
     (runs / "fold0.safetensors").unlink()
     with pytest.raises(SystemExit, match="fold0 has no kept model"):
         kfold.rescore(runs, tmp_path / "again", shared_data, flips=True)
