@@ -160,7 +160,7 @@ def rescore(out: Path, to: Path, data: Path, *, flips: bool) -> list[Path]:
         )
         rows = pd.read_csv(part)
         images = decode_all(data, rows["file"], size=int(card["image_size"]))
-        metadata = [_metadata(table.loc[f].to_dict()) for f in rows["file"]]
+        metadata = [_metadata(r) for r in table.loc[rows["file"]].to_dict("records")]
         rows.assign(probability=predictor.predict(images, metadata)).to_csv(
             to / part.name, index=False
         )
