@@ -1,7 +1,7 @@
 """The default training recipe over k grouped folds: every labelled image scored once, unseen.
 
     python -m benchmarks.kfold run --fold I [--folds 5] [--out DIR] [--threads 1] [--keep-model]
-    python -m benchmarks.kfold rescore --out DIR --to DIR2 [--flips]
+    python -m benchmarks.kfold rescore --out DIR --to DIR2 [--flips | --no-flips]
     python -m benchmarks.kfold summary [--out DIR] [--results FILE]
 
 One test split of ~400 images cannot tell an ECE of 0.05 from perfect calibration (a perfectly
@@ -17,7 +17,7 @@ floor, ROC AUC and sensitivity at 90% specificity per domain, pooled and per fol
 recipes instead (with ``--device cuda --num-workers 3`` on a GPU), so recipes can be compared on
 all 2,752 images rather than on one 406-image split; give each recipe and seed its own ``--out``.
 ``--keep-model`` also writes each fold's weights and card, and ``rescore`` scores the test folds
-again with them (``--flips``: test-time flips), so inference-time variants need no retraining.
+again with them (with or without test-time flips), so inference-time variants need no retraining.
 """
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ def split_for(folded: pd.DataFrame, fold: int) -> dict[str, pd.DataFrame]:
 def run_fold(args: argparse.Namespace) -> Path:
     models.set_threads(args.threads)
     data = args.data.resolve()
-    table = load_table(data)
-    if args.limit:  # smoke runs: a few images of each domain and label
-        table = table.groupby(["kind", "malignant"]).head(args.limit).reset_index(drop=True)
-    folded = assign_folds(table, args.folds, seed=args.split_seed)
+    # --limit: smoke runs, a few images of each domain and label
+    folded = _folded(
+        load_table(data), {"folds": args.folds, "split_seed": args.split_seed, "limit": args.limit}
+    )
     split = split_for(folded, args.fold)
     config = models.TrainConfig(device=args.device, seed=args.seed, num_workers=args.num_workers)
     if args.recipe != "default":  # a recipe of the sweep, judged on every fold instead of one split
@@ -122,6 +122,8 @@ def run_fold(args: argparse.Namespace) -> Path:
         "fold": args.fold,
         "folds": args.folds,
         "seed": args.seed,
+        "split_seed": args.split_seed,
+        "limit": args.limit,
         "recipe": args.recipe,
         "minutes": round(minutes, 2),
         "images_per_second": card.get("images_per_second"),
@@ -142,12 +144,14 @@ def run_fold(args: argparse.Namespace) -> Path:
 def rescore(out: Path, to: Path, data: Path, *, flips: bool) -> list[Path]:
     """Score each fold's test images again with its kept model (``run --keep-model``) into ``to``.
 
-    ``flips=True`` scores with test-time flips (``models.Predictor(flips=True)``); the fold's
-    calibration is the one fitted at training time, on val, without them.
+    ``flips`` turns test-time flips on or off (``models.Predictor``). Where that differs from what
+    the fold's card was calibrated for, the temperature and bias are fitted again on the fold's val
+    split scored the same way, as training would have done.
     """
     if to.resolve() == out.resolve():
         raise SystemExit(f"--to must differ from --out: rescoring {out} would overwrite its runs")
-    table = load_table(data.resolve()).set_index("file")
+    data = data.resolve()
+    table = load_table(data)
     to.mkdir(parents=True, exist_ok=True)
     written = []
     for part in sorted(out.glob("fold*.csv")):
@@ -155,21 +159,41 @@ def rescore(out: Path, to: Path, data: Path, *, flips: bool) -> list[Path]:
         if not weights.exists() or not card_path.exists():
             raise SystemExit(f"{part.stem} has no kept model: run it with `run --keep-model`")
         card = json.loads(card_path.read_text())
-        predictor = models.Predictor(
-            models.load_checkpoint(weights.read_bytes(), card), card, device="cpu", flips=flips
-        )
+        info = json.loads(part.with_suffix(".json").read_text())
+        net = models.load_checkpoint(weights.read_bytes(), card)
+        if flips != bool(card.get("test_time_flips", False)):
+            split = split_for(_folded(table, info), info["fold"])
+            images = decode_all(data, split["val"]["file"], size=int(card["image_size"]))
+            logits = models.Predictor(net, card, device="cpu", flips=flips).logits(
+                images, [_metadata(r) for r in split["val"].to_dict("records")]
+            )
+            temperature, bias = models.fit_calibration(
+                logits, split["val"]["malignant"].astype(int).to_numpy()
+            )
+            card = {**card, "temperature": temperature, "logit_bias": bias}
+            info |= {"temperature": temperature, "logit_bias": bias}
+        predictor = models.Predictor(net, card, device="cpu", flips=flips)
         rows = pd.read_csv(part)
         images = decode_all(data, rows["file"], size=int(card["image_size"]))
-        metadata = [_metadata(r) for r in table.loc[rows["file"]].to_dict("records")]
+        test = table.set_index("file").loc[rows["file"]]
+        metadata = [_metadata(r) for r in test.to_dict("records")]
         rows.assign(probability=predictor.predict(images, metadata)).to_csv(
             to / part.name, index=False
         )
-        info = json.loads(part.with_suffix(".json").read_text())
-        info["recipe"] = info.get("recipe", "default") + (" + test-time flips" if flips else "")
+        info["recipe"] = info.get("recipe", "default") + (
+            " + test-time flips" if flips else " without test-time flips"
+        )
         (to / part.with_suffix(".json").name).write_text(json.dumps(info, indent=2))
         written.append(to / part.name)
         print(f"{part.stem}: rescored {len(rows)} images into {to / part.name}", flush=True)
     return written
+
+
+def _folded(table: pd.DataFrame, info: dict) -> pd.DataFrame:
+    """The fold assignment a run used, from its ``fold*.json`` (runs before these keys: 0, none)."""
+    if info.get("limit"):
+        table = table.groupby(["kind", "malignant"]).head(info["limit"]).reset_index(drop=True)
+    return assign_folds(table, info["folds"], seed=info.get("split_seed", 0))
 
 
 def _metrics(rows: pd.DataFrame, *, ci_draws: int = 0) -> dict:
@@ -262,7 +286,12 @@ def main(argv: list[str] | None = None) -> None:
     again.add_argument("--out", type=Path, default=DEFAULT_OUT)
     again.add_argument("--to", type=Path, required=True, help="where the rescored folds go")
     again.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    again.add_argument("--flips", action="store_true", help="test-time flips")
+    again.add_argument(
+        "--flips",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score with test-time flips or without (--no-flips); recalibrates on val if needed",
+    )
     again.add_argument("--threads", type=int, default=2)
     summary = sub.add_parser("summary", help="pool the folds written so far")
     summary.add_argument("--out", type=Path, default=DEFAULT_OUT)

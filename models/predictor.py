@@ -15,10 +15,17 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .metadata import encode_metadata
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch
 
-__all__ = ["DEVICES", "Predictor", "fold_batchnorm", "resolve_device", "set_threads"]
+__all__ = [
+    "DEVICES",
+    "Predictor",
+    "fold_batchnorm",
+    "forward_views",
+    "resolve_device",
+    "set_threads",
+]
 
 DEVICES = ("auto", "cpu", "cuda")
-FLIPS = ((3,), (2,), (2, 3))  # horizontal, vertical, both: the views ``flips=True`` adds
+FLIPS = ((3,), (2,), (2, 3))  # horizontal, vertical, both: the views test-time flips add
 _threads_set: int | None = None
 
 
@@ -68,6 +75,23 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def forward_views(
+    model: nn.Module, batch: torch.Tensor, meta: torch.Tensor | None, *, flips: bool
+) -> torch.Tensor:
+    """Float logits of ``model`` on ``batch``; ``flips=True``: their mean over the four flips.
+
+    A lesion has no up or left, so the image and its horizontal, vertical and double flip are four
+    views of one lesion; averaging their logits is a small ensemble at four times the inference.
+    Training (for the calibration it fits on val) and scoring both go through here.
+    """
+    logits = model(batch, meta).float()
+    if flips:
+        for dims in FLIPS:
+            logits += model(torch.flip(batch, dims), meta).float()
+        logits /= 1 + len(FLIPS)
+    return logits
+
+
 class Predictor:
     """Wraps a network and its card for scoring: eval mode, inference mode, batching, calibration.
 
@@ -76,8 +100,9 @@ class Predictor:
     fitted at training time; 1.0 and 0.0 when absent).
     The network is copied with BatchNorm folded into the convolutions, so ``model`` is left as it
     was. ``compile=True`` wraps it in ``torch.compile`` (the first batch pays the compile time).
-    ``flips=True`` averages the logits over the image and its horizontal, vertical and double flip
-    (a lesion has no up or left): a four-view ensemble at four times the inference.
+    Test-time flips (``forward_views``) follow ``card["test_time_flips"]``, so scoring does what
+    training calibrated and evaluated (off for cards written before the key existed); ``flips``
+    overrides the card (benchmarks compare both on one model).
     """
 
     def __init__(
@@ -88,14 +113,14 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 32,
         compile: bool = False,
-        flips: bool = False,
+        flips: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
         self.card = dict(card)
         self.batch_size = batch_size
-        self.flips = flips
+        self.flips = bool(card.get("test_time_flips", False)) if flips is None else flips
         self.image_size = int(card.get("image_size", 224))
         self.mean = tuple(card.get("mean", IMAGENET_MEAN))
         self.std = tuple(card.get("std", IMAGENET_STD))
@@ -111,7 +136,7 @@ class Predictor:
         if compile:
             self.model = torch.compile(self.model, dynamic=False)
 
-    def _forward(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
+    def _logits(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
         batch = to_batch(
             images,
             size=self.image_size,
@@ -123,28 +148,37 @@ class Predictor:
         meta = None
         if metadata is not None:
             meta = torch.from_numpy(encode_metadata(metadata)).to(self.device, non_blocking=True)
-        logits = self.model(batch, meta).float()
-        if self.flips:
-            for dims in FLIPS:
-                logits += self.model(torch.flip(batch, dims), meta).float()
-            logits /= 1 + len(FLIPS)
-        z = logits / self.temperature
+        return forward_views(self.model, batch, meta, flips=self.flips)
+
+    def _forward(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
+        z = self._logits(images, metadata) / self.temperature
         z[:, 1] += self.logit_bias
         return torch.softmax(z, dim=1)[:, 1]
+
+    def _batched(self, step, images, metadata, width: tuple[int, ...]) -> np.ndarray:
+        if metadata is not None and len(metadata) != len(images):
+            raise ValueError(
+                f"metadata has {len(metadata)} rows but there are {len(images)} images"
+            )
+        out = np.empty((len(images), *width), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                stop = start + self.batch_size
+                chunk_meta = None if metadata is None else metadata[start:stop]
+                out[start:stop] = step(images[start:stop], chunk_meta).cpu().numpy()
+        return out
 
     def predict(
         self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None = None
     ) -> np.ndarray:
         """Malignant probabilities, float64 ``[N]``; ``metadata`` rows align with ``images``."""
-        if metadata is not None and len(metadata) != len(images):
-            raise ValueError(
-                f"metadata has {len(metadata)} rows but there are {len(images)} images"
-            )
-        out = np.empty(len(images), dtype=np.float64)
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                stop = start + self.batch_size
-                chunk_meta = None if metadata is None else metadata[start:stop]
-                probs = self._forward(images[start:stop], chunk_meta)
-                out[start:stop] = probs.cpu().numpy()
-        return out
+        return self._batched(self._forward, images, metadata, ())
+
+    def logits(
+        self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None = None
+    ) -> np.ndarray:
+        """The uncalibrated logits ``[N, 2]`` behind ``predict`` (flips included, if on).
+
+        For fitting a calibration offline (``models.fit_calibration``) on the scoring path.
+        """
+        return self._batched(self._logits, images, metadata, (2,))

@@ -33,7 +33,7 @@ from .diagnosis import DIAGNOSIS_GROUPS, diagnosis_group
 from .evaluation import evaluate, fit_calibration
 from .losses import focal_loss
 from .metadata import METADATA_DIM, encode_metadata
-from .predictor import resolve_device
+from .predictor import forward_views, resolve_device
 from .preprocess import COLOUR_CONSTANCY, IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from .resnet10 import ARCHS, TRUNK_FEATURES, build_model
 from .resume import pack_train_state, restore_train_state
@@ -43,7 +43,9 @@ __all__ = ["EpochState", "Sample", "TrainConfig", "TrainResult", "fit"]
 WEIGHT_AVERAGES = ("ema", "swa", "none")
 
 # Fields that may differ between a run and its resumption without changing the result.
-_RESUMABLE_CHANGES = frozenset({"epochs", "device", "num_workers", "time_budget_s"})
+_RESUMABLE_CHANGES = frozenset(
+    {"epochs", "device", "num_workers", "time_budget_s", "test_time_flips"}
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,12 @@ class TrainConfig:
     # by +0.006 and -0.010 on 2 seeds, i.e. no effect beyond seed noise.
     weight_average: str = "ema"
     ema_decay: float = 0.998
+    # Score with the mean logit over the image and its three flips (models.predictor.forward_views).
+    # The final val logits, and so the calibration, are computed the same way and the card records
+    # it, so scoring does what was calibrated. On five grouped folds of the real photos: dermoscopic
+    # AUC +0.005 (5 of 5 folds up), ECE 0.027 -> 0.023; a dihedral eight gained nothing more.
+    # Per-epoch val AUC stays one view (cheap); scoring pays four forward passes per image.
+    test_time_flips: bool = True
     # Wall-clock seconds for the epochs. After the first epoch, a run whose epochs would not fit
     # at that epoch's pace is shortened to those that do (the StepLR schedule shrinks with it);
     # the card's ``epochs_run`` says how many ran. None = no budget.
@@ -299,7 +307,9 @@ def _adopt_average(model, means, batcher, labels, config: TrainConfig, device) -
     )
 
 
-def _val_logits(model: nn.Module, batcher: _Batcher, device, *, batch_size: int) -> np.ndarray:
+def _val_logits(
+    model: nn.Module, batcher: _Batcher, device, *, batch_size: int, flips: bool = False
+) -> np.ndarray:
     model.eval()
     order = np.arange(len(batcher.samples))
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -307,7 +317,7 @@ def _val_logits(model: nn.Module, batcher: _Batcher, device, *, batch_size: int)
     with torch.inference_mode():
         for images, meta, *_ in batcher.iterate(chunks, None):
             images = images.to(device, memory_format=torch.channels_last)
-            out.append(model(images, meta.to(device)).float().cpu())
+            out.append(forward_views(model, images, meta.to(device), flips=flips).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 
@@ -485,10 +495,16 @@ def fit(
         _adopt_average(
             model, averaged.module.parameters(), train_batcher, train_labels, config, device
         )
-        val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
     model.eval()
-    if start >= config.epochs or not len(val_logits):
-        val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
+    if averaged_updates > 1 or config.test_time_flips or not len(val_logits):
+        # The saved weights' val logits, computed as the Predictor will score (flips or not).
+        val_logits = _val_logits(
+            model,
+            val_batcher,
+            device,
+            batch_size=config.batch_size,
+            flips=config.test_time_flips,
+        )
     calibration = fit_calibration(val_logits, val_labels)  # (1.0, 0.0) without val labels
     card = _card(config, history, train_labels, val_labels, val_logits, calibration, device)
     # Epochs (SWA) or optimiser steps (EMA) in the saved average; 0 = the last step's weights.
@@ -511,6 +527,7 @@ def _card(config, history, train_labels, val_labels, val_logits, calibration, de
         "std": list(IMAGENET_STD),
         "classes": list(CLASSES),
         "colour_constancy": config.colour_constancy,
+        "test_time_flips": config.test_time_flips,
         "metadata_dim": METADATA_DIM if config.arch == "resnet10_multimodal" else 0,
         "temperature": temperature,
         "logit_bias": bias,

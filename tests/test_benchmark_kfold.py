@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import models
 from benchmarks import kfold
 from benchmarks._stack import REPO
+from benchmarks.transfer import _metadata, decode_all, load_table
 
 
 def _table(n_groups: int = 120, seed: int = 0) -> pd.DataFrame:
@@ -115,15 +117,30 @@ def test_rescoring_a_kept_model_reproduces_it_and_flips_change_it(shared_data, t
                 "--image-size", "32", "--data", str(shared_data), "--out", str(runs),
                 "--keep-model"])  # fmt: skip
     original = pd.read_csv(runs / "fold0.csv")
-    again = kfold.rescore(runs, tmp_path / "plain", shared_data, flips=False)
+    card = json.loads((runs / "fold0.card.json").read_text())
+    assert card["test_time_flips"] is True  # the default recipe
+    again = kfold.rescore(runs, tmp_path / "same", shared_data, flips=True)
     np.testing.assert_allclose(pd.read_csv(again[0])["probability"], original["probability"],
                                atol=1e-6)  # fmt: skip
-    flipped = pd.read_csv(kfold.rescore(runs, tmp_path / "flips", shared_data, flips=True)[0])
-    assert flipped["file"].tolist() == original["file"].tolist()
-    assert flipped["probability"].between(0, 1).all()
-    assert not np.allclose(flipped["probability"], original["probability"], atol=1e-4)
-    info = json.loads((tmp_path / "flips" / "fold0.json").read_text())
-    assert info["recipe"] == "default + test-time flips"
+    plain = pd.read_csv(kfold.rescore(runs, tmp_path / "plain", shared_data, flips=False)[0])
+    assert plain["file"].tolist() == original["file"].tolist()
+    assert plain["probability"].between(0, 1).all()
+    assert not np.allclose(plain["probability"], original["probability"], atol=1e-4)
+    info = json.loads((tmp_path / "plain" / "fold0.json").read_text())
+    assert info["recipe"] == "default without test-time flips"
+    # Recalibrated on the fold's val split scored without flips, as training would have done.
+    split = kfold.split_for(kfold._folded(load_table(shared_data), info), 0)
+    net = models.load_checkpoint((runs / "fold0.safetensors").read_bytes(), card)
+    val = split["val"]
+    logits = models.Predictor(net, card, device="cpu", flips=False).logits(
+        decode_all(shared_data, val["file"], size=32),
+        [_metadata(r) for r in val.to_dict("records")],
+    )
+    expected = models.fit_calibration(logits, val["malignant"].astype(int).to_numpy())
+    assert (info["temperature"], info["logit_bias"]) == pytest.approx(expected)
+    assert (info["temperature"], info["logit_bias"]) != pytest.approx(
+        (card["temperature"], card["logit_bias"])
+    )
     with pytest.raises(SystemExit, match="--to must differ from --out"):
         kfold.rescore(runs, runs, shared_data, flips=True)
     (runs / "fold0.safetensors").unlink()

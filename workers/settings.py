@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         "on top (~1-2 min).",
     )
     train_arch: str = "resnet10_multimodal"
+    train_test_time_flips: bool = Field(
+        default=True,
+        description="Models score the mean logit over an image and its three flips (4x inference), "
+        "calibrated that way on val (models.TrainConfig.test_time_flips); the card records it.",
+    )
     promotion_metric: str = "roc_auc"
     promotion_margin: float = 0.0
 

@@ -90,3 +90,9 @@ def test_flips_average_the_logits_of_four_views(rng):
     np.testing.assert_allclose(
         Predictor(model, card, device="cpu", flips=True).predict(mirrored), flipped, atol=1e-5
     )
+    # The card decides by default (what training calibrated); cards without the key score plainly.
+    from_card = Predictor(model, {**card, "test_time_flips": True}, device="cpu")
+    assert from_card.flips and not Predictor(model, card, device="cpu").flips
+    np.testing.assert_allclose(from_card.predict(images), flipped, atol=1e-6)
+    overridden = Predictor(model, {**card, "test_time_flips": True}, device="cpu", flips=False)
+    np.testing.assert_allclose(overridden.predict(images), plain, atol=1e-6)

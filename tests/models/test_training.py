@@ -7,7 +7,18 @@ import pytest
 import torch
 from PIL import Image
 
-from models import EpochState, Sample, TrainConfig, dump_checkpoint, fit, load_checkpoint
+from models import (
+    EpochState,
+    Sample,
+    TrainConfig,
+    dump_checkpoint,
+    encode_metadata,
+    fit,
+    load_checkpoint,
+)
+from models.evaluation import fit_calibration
+from models.predictor import forward_views
+from models.preprocess import to_tensor
 from models.training import _ema_average, epochs_within
 
 
@@ -205,3 +216,25 @@ def test_a_time_budget_shortens_the_run_after_the_first_epoch_and_a_resume_keeps
     assert roomy.card["epochs_run"] == 3
     with pytest.raises(ValueError, match="time_budget_s"):
         TrainConfig(time_budget_s=0)
+
+
+def test_test_time_flips_are_calibrated_on_flipped_val_logits_and_recorded_in_the_card():
+    train, val = _samples(16, seed=17, size=32), _samples(12, seed=18, size=32)
+    flipped = fit(train, val, config=_tiny_config(test_time_flips=True))
+    plain = fit(train, val, config=_tiny_config(test_time_flips=False))
+    assert flipped.card["test_time_flips"] is True and plain.card["test_time_flips"] is False
+    for name, tensor in plain.model.state_dict().items():  # flips change scoring, not training
+        torch.testing.assert_close(flipped.model.state_dict()[name], tensor, msg=name)
+    labels = np.array([s.label for s in val])
+    method = TrainConfig().colour_constancy
+    batch = torch.stack([to_tensor(s.load(), size=32, colour_constancy_method=method) for s in val])
+    meta = torch.from_numpy(encode_metadata([s.metadata for s in val]))
+    fitted = {}
+    for result, flips in ((flipped, True), (plain, False)):
+        with torch.inference_mode():
+            logits = forward_views(result.model.eval(), batch, meta, flips=flips).numpy()
+        fitted[flips] = fit_calibration(logits, labels)
+        assert (result.card["temperature"], result.card["logit_bias"]) == pytest.approx(
+            fitted[flips], rel=1e-4, abs=1e-5
+        )
+    assert fitted[True] != pytest.approx(fitted[False], abs=1e-4), fitted

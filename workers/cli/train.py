@@ -27,6 +27,11 @@ def train(
     seed: int | None = typer.Option(
         None, min=0, help="Seed for initialisation, sampling and augmentation (default 0)"
     ),
+    flips: bool | None = typer.Option(
+        None,
+        "--flips/--no-flips",
+        help="Calibrate and score with test-time flips (default: BIRTHMARK_TRAIN_TEST_TIME_FLIPS)",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow progress (epoch, loss, val AUC, ETA)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -44,6 +49,7 @@ def train(
         "arch": arch,
         "image_size": image_size,
         "seed": seed,
+        "test_time_flips": flips,
         "trigger": "cli",
     }
     job_id, _ = submit_task_job(run, kind="train", params=params)

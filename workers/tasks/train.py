@@ -29,10 +29,11 @@ def train_config(params: dict[str, Any]) -> models.TrainConfig:
         "arch": params.get("arch") or s.train_arch,
         "epochs": params.get("epochs") or s.train_epochs,
         "image_size": params.get("image_size") or s.train_image_size,
+        "test_time_flips": s.train_test_time_flips,
         "device": s.device,
         "time_budget_s": s.train_time_budget_min * 60,
     }
-    for key in ("batch_size", "lr", "seed", "augment", "balance"):
+    for key in ("batch_size", "lr", "seed", "augment", "balance", "test_time_flips"):
         if params.get(key) is not None:
             overrides[key] = params[key]
     return replace(config, **overrides)
