@@ -193,6 +193,11 @@ def test_a_time_budget_shortens_the_run_after_the_first_epoch_and_a_resume_keeps
     assert epochs_within(27 * 60, 45.0, 60) == 36  # one twice as slow runs 36 epochs
     assert epochs_within(1.0, 45.0, 40) == 1  # always at least one
     assert epochs_within(60.0, 0.0, 40) == 40
+    # Planned again after the second epoch, at its pace (2026-11-30 here: 29.2 s, then 26.6 s).
+    assert epochs_within(27 * 60, 29.2, 60) == 55
+    assert epochs_within(27 * 60, 26.6, 60, done=2, spent_s=29.2 + 26.6) == 60
+    assert epochs_within(27 * 60, 45.0, 60, done=2, spent_s=95.0) == 2 + 33
+    assert epochs_within(10.0, 5.0, 60, done=2, spent_s=50.0) == 2  # never fewer than done
 
     train, val = _samples(16, seed=15, size=32), _samples(6, seed=16, size=32)
     states: list[EpochState] = []
