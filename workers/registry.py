@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -10,6 +11,7 @@ from workers.store import ObjectMissing, Store
 
 __all__ = [
     "CHAMPION_KEY",
+    "model_id_for",
     "publish_model",
     "read_card",
     "read_weights",
@@ -22,13 +24,45 @@ __all__ = [
 
 CHAMPION_KEY = "models/CHAMPION"
 HISTORY_KEY = "models/history.jsonl"
+# Card fields that change what a model scores, besides its weights (what models.load_checkpoint
+# and models.Predictor read). Two cards that agree on these and on the weights score alike.
+SCORING_KEYS = (
+    "arch",
+    "num_classes",
+    "metadata_dim",
+    "classes",
+    "image_size",
+    "mean",
+    "std",
+    "colour_constancy",
+    "temperature",
+    "logit_bias",
+    "test_time_flips",
+)
+
+
+def model_id_for(card: dict[str, Any]) -> str:
+    """``m-`` + 12 hex digits of a hash over the weights' sha256 and the card's scoring fields.
+
+    The same weights calibrated differently (or scored with test-time flips) are another model,
+    with their own id, so publishing never changes what an existing id scores.
+    """
+    scoring = {"sha256": card["sha256"], **{k: card.get(k) for k in SCORING_KEYS}}
+    digest = hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()
+    return f"m-{digest[:12]}"
 
 
 def publish_model(
     store: Store, weights: bytes, card: dict[str, Any], *, report_html: str | None = None
 ) -> str:
-    """Write a model's artifacts (weights first, card last) and return its id."""
-    model_id = card.get("model_id") or f"m-{card['sha256'][:12]}"
+    """Write a model's artifacts (weights first, card last) and return its id.
+
+    Models are immutable: when the id is already published (the same weights and scoring fields,
+    e.g. a rerun of the same training), the stored artifacts are kept as they are.
+    """
+    model_id = card.get("model_id") or model_id_for(card)
+    if store.exists(f"models/{model_id}/card.json"):
+        return model_id
     card = {**card, "model_id": model_id}
     store.put(f"models/{model_id}/model.safetensors", weights)
     if report_html is not None:

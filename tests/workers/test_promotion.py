@@ -45,3 +45,26 @@ def test_promote_and_rollback_keep_history(tmp_path):
     ]
     with pytest.raises(ValueError, match="unknown model"):
         registry.promote(store, "m-nope", reason="typo")
+
+
+def test_published_models_are_immutable_and_the_id_covers_the_calibration(tmp_path):
+    import torch
+
+    import models
+
+    store = LocalStore(tmp_path)
+    torch.manual_seed(0)
+    weights, card = models.dump_checkpoint(
+        models.build_model("resnet10_image"), {"image_size": 64, "temperature": 1.5}
+    )
+    first = registry.publish_model(store, weights, card)
+    # The same weights with another calibration, or scored with flips, are other models.
+    recalibrated = registry.publish_model(store, weights, {**card, "temperature": 0.7})
+    flipped = registry.publish_model(store, weights, {**card, "test_time_flips": True})
+    assert len({first, recalibrated, flipped}) == 3
+    assert registry.read_card(store, first)["temperature"] == 1.5
+    assert registry.read_card(store, recalibrated)["temperature"] == 0.7
+    # Publishing the same model again (a rerun) keeps what is stored, card and all.
+    again = registry.publish_model(store, weights, {**card, "metrics": {"rerun": True}})
+    assert again == first and "metrics" not in registry.read_card(store, first)
+    assert registry.read_weights(store, first) == weights
