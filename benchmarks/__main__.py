@@ -137,7 +137,9 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
 
     models.set_threads(None)
     net = models.load_checkpoint(weights, card)
-    flops = hardware.model_flops(net)
+    flops = hardware.model_flops(
+        net, size=int(card["image_size"]), flips=bool(card.get("test_time_flips"))
+    )
     n_images = 8 if args.quick else 64
     images = [models.decode_image(b).image for b in small[:n_images]]
     images = (images * (n_images // len(images) + 1))[:n_images]

@@ -22,7 +22,14 @@ from benchmarks._timing import percentile, side_by_side
 
 __all__ = ["Stack", "bare_runner", "compare", "latency", "request_counts", "scoring_stack"]
 
-IMAGE_SIZE = 224  # the scoring input size of a production card (tests use 64 for speed)
+# What `birthmark train` writes into a card by default: the input size and test-time flips (four
+# forward passes per image at 112 px: the FLOPs of one pass at 224 px).
+_DEFAULTS = models.TrainConfig()
+PRODUCTION_CARD = {
+    "arch": "resnet10_multimodal",
+    "image_size": _DEFAULTS.image_size,
+    "test_time_flips": _DEFAULTS.test_time_flips,
+}
 S3_NICE = 19  # the S3 server's session (autogroup) nice value; see scoring_stack
 
 
@@ -100,9 +107,7 @@ def _publish_champion(store) -> str:
 
     torch.manual_seed(0)
     net = models.build_model("resnet10_multimodal")
-    weights, card = models.dump_checkpoint(
-        net, {"arch": "resnet10_multimodal", "image_size": IMAGE_SIZE}
-    )
+    weights, card = models.dump_checkpoint(net, PRODUCTION_CARD)
     model_id = registry.publish_model(store, weights, card)
     registry.promote(store, model_id, reason="benchmark")
     return model_id
@@ -110,7 +115,8 @@ def _publish_champion(store) -> str:
 
 @contextmanager
 def scoring_stack(*, workers: int = 1, **worker_env: str) -> Iterator[Stack]:
-    """Redis + S3 (moto) + ``workers`` score workers, a 224-px champion; env set in-process too."""
+    """Redis + S3 (moto) + ``workers`` score workers, a champion with the production
+    card's preprocessing and test-time flips (untrained weights); env set in-process too."""
     saved = {k: v for k, v in os.environ.items() if k.startswith("BIRTHMARK_")}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bm-bench-") as tmp:
         workdir = Path(tmp)

@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import models
 from benchmarks._timing import median_rate
+from models.predictor import forward_views
 
 __all__ = ["compile_payback", "gemm_flops", "model_flops", "predictor_rate"]
 
@@ -25,10 +26,11 @@ def gemm_flops(*, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def model_flops(model: torch.nn.Module, *, size: int = 224) -> int:
-    """FLOPs of one ``size`` x ``size`` forward pass, as FlopCounterMode counts them."""
+def model_flops(model: torch.nn.Module, *, size: int = 224, flips: bool = False) -> int:
+    """FLOPs to score one ``size`` x ``size`` image (four passes with ``flips``), as counted by
+    FlopCounterMode around the Predictor's own forward (``models.predictor.forward_views``)."""
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.eval()(torch.randn(1, 3, size, size), None)
+        forward_views(model.eval(), torch.randn(1, 3, size, size), None, flips=flips)
     return counter.get_total_flops()
 
 
