@@ -152,6 +152,7 @@ def rescore(out: Path, to: Path, data: Path, *, flips: bool) -> list[Path]:
         raise SystemExit(f"--to must differ from --out: rescoring {out} would overwrite its runs")
     data = data.resolve()
     table = load_table(data)
+    by_file = table.set_index("file")
     to.mkdir(parents=True, exist_ok=True)
     written = []
     for part in sorted(out.glob("fold*.csv")):
@@ -175,8 +176,7 @@ def rescore(out: Path, to: Path, data: Path, *, flips: bool) -> list[Path]:
         predictor = models.Predictor(net, card, device="cpu", flips=flips)
         rows = pd.read_csv(part)
         images = decode_all(data, rows["file"], size=int(card["image_size"]))
-        test = table.set_index("file").loc[rows["file"]]
-        metadata = [_metadata(r) for r in test.to_dict("records")]
+        metadata = [_metadata(r) for r in by_file.loc[rows["file"]].to_dict("records")]
         rows.assign(probability=predictor.predict(images, metadata)).to_csv(
             to / part.name, index=False
         )
