@@ -102,7 +102,8 @@ class TrainConfig:
     # Wall-clock seconds for the epochs. After the first epoch, a run whose epochs would not fit
     # at that epoch's pace is shortened to those that do (the StepLR schedule shrinks with it);
     # after the second, the plan is made again at its pace (up to ``epochs``): the first epoch
-    # is the slowest. The card's ``epochs_run`` says how many ran. None = no budget.
+    # is the slowest. Later, an epoch that would end past the budget at the last one's pace is
+    # not started. The card's ``epochs_run`` says how many ran. None = no budget.
     time_budget_s: float | None = None
 
     @property
@@ -417,6 +418,12 @@ def fit(
     for epoch in range(start, config.epochs):
         if epoch >= epochs:
             break
+        if config.time_budget_s is not None and epoch >= 2 and history:
+            # Planned on the first two epochs; a machine that slows down later still stops in
+            # time: when the next epoch, at the last one's pace, would end past the budget.
+            spent = sum(h["seconds"] for h in history)
+            if spent + history[-1]["seconds"] > config.time_budget_s:
+                break
         seed = _epoch_seed(config.seed, epoch)
         torch.manual_seed(seed)  # dropout
         batches = _batches(

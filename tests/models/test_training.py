@@ -243,3 +243,30 @@ def test_test_time_flips_are_calibrated_on_flipped_val_logits_and_recorded_in_th
             fitted[flips], rel=1e-4, abs=1e-5
         )
     assert fitted[True] != pytest.approx(fitted[False], abs=1e-4), fitted
+
+
+def test_a_machine_that_slows_down_stops_within_the_budget(monkeypatch):
+    import types
+
+    import models.training
+
+    # A fake clock: epochs take 20 s each (10 s of training, then val), until the machine slows
+    # down to 60 s an epoch from the third epoch on (three clock reads per epoch).
+    calls = {"n": 0}
+
+    def perf_counter() -> float:
+        calls["n"] += 1
+        n = calls["n"]
+        return sum(10.0 if i <= 6 else 30.0 for i in range(1, n + 1))
+
+    monkeypatch.setattr(models.training, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    train, val = _samples(16, seed=19, size=32), _samples(6, seed=20, size=32)
+    states: list[EpochState] = []
+    result = fit(
+        train, val, config=_tiny_config(epochs=8, time_budget_s=100.0), on_epoch=states.append
+    )
+    # Planned 5 epochs (100 s at 20 s); the third took 60 s (100 s spent), so the fourth,
+    # at that pace, would end at 160 s: not started.
+    assert [s.epochs for s in states] == [5, 5, 5]
+    assert result.card["epochs_run"] == 3
+    assert [round(h["seconds"]) for h in result.history] == [20, 20, 60]
