@@ -105,8 +105,9 @@ class Settings(BaseSettings):
         default=27.0,
         gt=0,
         description="Minutes for a run's epochs: after the first epoch, and again after the "
-        "second, a run that would not fit at that pace is shortened "
-        "(models.TrainConfig.time_budget_s); cache and evaluation come on top (~1-2 min).",
+        "second, a run that would not fit at that pace is shortened, and later an epoch that "
+        "would end past the budget is not started (models.TrainConfig.time_budget_s); cache and "
+        "evaluation come on top (~1-2 min).",
     )
     train_arch: str = "resnet10_multimodal"
     train_test_time_flips: bool = Field(
