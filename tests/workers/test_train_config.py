@@ -1,0 +1,17 @@
+"""What a training job trains with: settings give the defaults, the job's params override them."""
+
+from __future__ import annotations
+
+from benchmarks._stack import reset_caches
+
+
+def test_test_time_flips_come_from_settings_unless_the_job_says(env, monkeypatch):
+    from workers.tasks.train import train_config
+
+    assert train_config({}).test_time_flips is True  # the default
+    assert train_config({"test_time_flips": False}).test_time_flips is False  # train --no-flips
+    monkeypatch.setenv("BIRTHMARK_TRAIN_TEST_TIME_FLIPS", "false")
+    reset_caches()
+    assert train_config({}).test_time_flips is False
+    assert train_config({"test_time_flips": True}).test_time_flips is True  # train --flips
+    assert train_config({"test_time_flips": None}).test_time_flips is False  # flag not given
