@@ -60,9 +60,6 @@ RECIPES: dict[str, dict] = {
     "lr2e3": {"lr": 2e-3},
     # The same pixel budget as 30 epochs at 128 px, spent on more epochs at lower resolution.
     "px112_e40": {"image_size": 112, "epochs": 40},  # the default from 2026-11-29 to 2026-11-30
-    # A longer EMA horizon: ~1,000 steps (about the last learning-rate step of a 60-epoch run)
-    # instead of ~500.
-    "ema999": {"ema_decay": 0.999},
     "smoke": {"epochs": 1, "image_size": 32, "wide": True, "bn_recalibration_images": 32},
 }
 
