@@ -137,13 +137,12 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
 
     models.set_threads(None)
     net = models.load_checkpoint(weights, card)
-    flops = hardware.model_flops(
-        net, size=int(card["image_size"]), flips=bool(card.get("test_time_flips"))
-    )
+    predictor = models.Predictor(net, card, device="cpu")
+    # The input size and views as the Predictor reads them from the card (defaults included).
+    flops = hardware.model_flops(net, size=predictor.image_size, flips=predictor.flips)
     n_images = 8 if args.quick else 64
     images = [models.decode_image(b).image for b in small[:n_images]]
     images = (images * (n_images // len(images) + 1))[:n_images]
-    predictor = models.Predictor(net, card, device="cpu")
     gemm = hardware.gemm_flops()
     rate = hardware.predictor_rate(predictor, images, repeats=args.repeats)
     gemm = max(gemm, hardware.gemm_flops())  # before and after: the best the machine gave us

@@ -26,7 +26,7 @@ __all__ = ["Stack", "bare_runner", "compare", "latency", "request_counts", "scor
 # forward passes per image at 112 px: the FLOPs of one pass at 224 px).
 _DEFAULTS = models.TrainConfig()
 PRODUCTION_CARD = {
-    "arch": "resnet10_multimodal",
+    "arch": _DEFAULTS.arch,
     "image_size": _DEFAULTS.image_size,
     "test_time_flips": _DEFAULTS.test_time_flips,
 }

@@ -74,10 +74,10 @@ def split_for(folded: pd.DataFrame, fold: int) -> dict[str, pd.DataFrame]:
 def run_fold(args: argparse.Namespace) -> Path:
     models.set_threads(args.threads)
     data = args.data.resolve()
-    # --limit: smoke runs, a few images of each domain and label
-    folded = _folded(
-        load_table(data), {"folds": args.folds, "split_seed": args.split_seed, "limit": args.limit}
-    )
+    # What fixes the fold assignment; recorded in the fold's JSON so `rescore` can rebuild it.
+    # --limit: smoke runs, a few images of each domain and label.
+    assignment = {"folds": args.folds, "split_seed": args.split_seed, "limit": args.limit}
+    folded = _folded(load_table(data), assignment)
     split = split_for(folded, args.fold)
     config = models.TrainConfig(device=args.device, seed=args.seed, num_workers=args.num_workers)
     if args.recipe != "default":  # a recipe of the sweep, judged on every fold instead of one split
@@ -120,10 +120,8 @@ def run_fold(args: argparse.Namespace) -> Path:
     card = result.card
     info = {
         "fold": args.fold,
-        "folds": args.folds,
+        **assignment,
         "seed": args.seed,
-        "split_seed": args.split_seed,
-        "limit": args.limit,
         "recipe": args.recipe,
         "minutes": round(minutes, 2),
         "images_per_second": card.get("images_per_second"),
