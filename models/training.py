@@ -4,14 +4,17 @@ Reproducible by construction: every random choice in epoch ``e`` (sampling order
 dropout) is seeded from ``(config.seed, e)``, so a run resumed from an epoch's blob continues
 exactly as the uninterrupted run would have (on CPU; CUDA kernels are not bit-deterministic).
 
-``image_size`` defaults to 112 and ``epochs`` to 60: at 112 px, 40 epochs (the pixels of 30 at
-128 px) beat 30 at 128 px on 8 seeds, and 60 beat 40 on every grouped fold of the real photos;
-a 224 px epoch costs about 4x more on a 2-core CPU and the small ResNet-10 gains little from it on
-~200 px sources. 60 epochs take ~24 min here; ``time_budget_s`` shortens a run on a slower machine.
+``image_size`` defaults to 112 and ``epochs`` to 80 with progressive resizing: the three StepLR
+phases train at 80, 96 and 112 px. At 112 px, 40 epochs (the pixels of 30 at 128 px) beat 30 at
+128 px on 8 seeds, 60 beat 40 on every grouped fold of the real photos, and 80 progressive epochs
+(about the time of 60 at 112 px) beat 60 on the folds; a 224 px epoch costs about 4x more on a
+2-core CPU and the small ResNet-10 gains little from it on ~200 px sources. ``time_budget_s``
+shortens a run on a slower machine.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -51,7 +54,7 @@ _RESUMABLE_CHANGES = frozenset(
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = "resnet10_multimodal"
-    epochs: int = 60
+    epochs: int = 80
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -64,6 +67,10 @@ class TrainConfig:
     focal_alpha: float = 0.5
     focal_gamma: float = 2.0
     image_size: int = 112
+    # Progressive resizing: the StepLR phases before the last train at these fractions of
+    # ``image_size`` (rounded to 8 px, at least 32); the last phase, and scoring, at ``image_size``.
+    # Small early epochs are cheap, so the same time buys more of them.
+    progressive_scales: tuple[float, ...] = (0.72, 0.86)  # 80 and 96 px at image_size 112
     augment: bool = True
     # Phone-capture augmentation at full strength slowed learning on both domains in
     # benchmarks/transfer_results.md (variants b vs a, g vs f); 0.3 keeps its distortions mild.
@@ -112,7 +119,15 @@ class TrainConfig:
     @property
     def lr_step_epochs(self) -> int:
         """Epochs between learning-rate steps: ``step_size``, else a third of the run."""
-        return self.step_size or max(1, math.ceil(self.epochs / 3))
+        return _step_epochs(self, self.epochs)
+
+    def input_size(self, epoch: int, step_epochs: int | None = None) -> int:
+        """Training input size of ``epoch`` (from 0) when StepLR steps every ``step_epochs``."""
+        phase = epoch // (step_epochs or self.lr_step_epochs)
+        if phase >= len(self.progressive_scales):
+            return self.image_size
+        size = 8 * round(self.image_size * self.progressive_scales[phase] / 8)
+        return min(self.image_size, max(32, size))
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -127,6 +142,9 @@ class TrainConfig:
                 f"colour_constancy must be one of {tuple(COLOUR_CONSTANCY)}, "
                 f"got {self.colour_constancy!r}"
             )
+        object.__setattr__(self, "progressive_scales", tuple(self.progressive_scales))  # JSON: list
+        if not all(0.0 < scale <= 1.0 for scale in self.progressive_scales):
+            raise ValueError(f"progressive_scales must be in (0, 1], got {self.progressive_scales}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if not self.aux_diagnosis_weight >= 0:
@@ -166,6 +184,7 @@ class EpochState:
     seconds: float
     images_per_second: float
     lr: float
+    image_size: int  # the epoch's input size (progressive resizing), else config.image_size
     history: list[dict]
     _pack: Callable[[], bytes] = field(repr=False)
 
@@ -198,14 +217,49 @@ def _ema_average(decay: float) -> Callable:
 
 
 def epochs_within(
-    budget_s: float, epoch_s: float, epochs: int, *, done: int = 0, spent_s: float = 0.0
+    budget_s: float,
+    epoch_s: float,
+    epochs: int,
+    *,
+    done: int = 0,
+    spent_s: float = 0.0,
+    cost: Callable[[int, int], float] | None = None,
 ) -> int:
     """How many of ``epochs`` fit in ``budget_s`` when ``done`` epochs took ``spent_s`` and the
-    rest take ``epoch_s`` each (never fewer than those done, nor than one)."""
+    rest take ``epoch_s`` each (never fewer than those done, nor than one).
+
+    ``cost(epoch, n)``: the time of ``epoch`` (from 0) relative to ``epoch_s`` in a run of ``n``
+    epochs, for runs whose epochs differ (progressive resizing); 1 by default.
+    """
     if epoch_s <= 0:
         return epochs
-    more = int((budget_s - spent_s) // epoch_s)
-    return max(done, 1, min(epochs, done + more))
+    for n in range(epochs, done, -1):
+        rest = range(done, n)
+        if spent_s + epoch_s * sum(cost(e, n) if cost else 1.0 for e in rest) <= budget_s:
+            return max(n, 1)
+    return max(done, 1)
+
+
+def _step_epochs(config: TrainConfig, epochs: int) -> int:
+    """StepLR's step size in a run of ``epochs``: ``step_size``, else a third of the run."""
+    return config.step_size or max(1, math.ceil(epochs / 3))
+
+
+# An epoch's time grows as the input side to this power (progressive resizing plans with it).
+# Measured here (2 cores, one thread per run): the training loop ran at 85, 68 and 53 img/s at 80,
+# 96 and 112 px, i.e. powers of 1.3-1.5, not the pixels' 2: per-image and per-batch work that does
+# not shrink with the image. A machine where it grows faster is caught by the mid-run guard.
+SIZE_COST_EXPONENT = 1.5
+
+
+def _size_cost(config: TrainConfig, measured_size: int) -> Callable[[int, int], float]:
+    """``epochs_within``'s cost: an epoch's time relative to one at ``measured_size``."""
+
+    def cost(epoch: int, n: int) -> float:
+        size = config.input_size(epoch, _step_epochs(config, n))
+        return (size / measured_size) ** SIZE_COST_EXPONENT
+
+    return cost
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -337,9 +391,9 @@ def _auc(labels: np.ndarray, logits: np.ndarray) -> float:
 
 
 def _check_resumable(saved: Mapping, config: TrainConfig) -> None:
-    current = asdict(config)
+    current = json.loads(json.dumps(asdict(config)))  # as saved: tuples are lists
     # A blob saved before a field existed ran with that field's default.
-    saved = {**asdict(TrainConfig(arch=config.arch)), **saved}
+    saved = {**json.loads(json.dumps(asdict(TrainConfig(arch=config.arch)))), **saved}
     changed = {k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k]}
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in sorted(changed))
@@ -421,12 +475,16 @@ def fit(
     for epoch in range(start, config.epochs):
         if epoch >= epochs:
             break
+        size = config.input_size(epoch, scheduler.step_size)
         if config.time_budget_s is not None and epoch >= 2 and history:
             # Planned on the first two epochs; a machine that slows down later still stops in
             # time: when the next epoch, at the last one's pace, would end past the budget.
             spent = sum(h["seconds"] for h in history)
-            if spent + history[-1]["seconds"] > config.time_budget_s:
+            last = history[-1]
+            growth = (size / last.get("image_size", config.image_size)) ** SIZE_COST_EXPONENT
+            if spent + last["seconds"] * growth > config.time_budget_s:
                 break
+        train_batcher.size = val_batcher.size = size
         seed = _epoch_seed(config.seed, epoch)
         torch.manual_seed(seed)  # dropout
         batches = _batches(
@@ -479,15 +537,20 @@ def fit(
             # (kernel selection, allocator, page cache), so alone it makes the run look slower.
             spent = sum(h["seconds"] for h in history) + seconds
             epochs = epochs_within(
-                config.time_budget_s, seconds, config.epochs, done=epoch + 1, spent_s=spent
+                config.time_budget_s,
+                seconds,
+                config.epochs,
+                done=epoch + 1,
+                spent_s=spent,
+                cost=_size_cost(config, size),
             )
-            if config.step_size is None:  # keep the schedule's shape: a third of the run
-                scheduler.step_size = max(1, math.ceil(epochs / 3))
+            scheduler.step_size = _step_epochs(config, epochs)  # the schedule keeps its shape
         record = {
             "epoch": epoch + 1,
             "train_loss": total_loss / max(seen, 1),
             "val_auc": _auc(val_labels, val_logits),
             "lr": lr,
+            "image_size": size,
             "seconds": seconds,
             "images_per_second": seen / train_seconds if train_seconds > 0 else float("nan"),
         }
@@ -511,12 +574,25 @@ def fit(
             on_epoch(EpochState(**state, _pack=pack))
 
     averaged_updates = int(averaged.n_averaged) if averaged is not None else 0
+    train_batcher.size = val_batcher.size = config.image_size  # what the Predictor will see
+    # A run stopped by the budget before its last phase trained at a smaller size.
+    last_size = history[-1].get("image_size", config.image_size) if history else config.image_size
+    resized = last_size != config.image_size
     if averaged_updates > 1:
         _adopt_average(
             model, averaged.module.parameters(), train_batcher, train_labels, config, device
         )
+    elif resized:
+        _recalibrate_batch_norm(
+            model,
+            train_batcher,
+            _epoch_order(train_labels, balance=config.balance, seed=config.seed),
+            device,
+            images=config.bn_recalibration_images,
+            batch_size=config.batch_size,
+        )
     model.eval()
-    if averaged_updates > 1 or config.test_time_flips or not len(val_logits):
+    if averaged_updates > 1 or config.test_time_flips or resized or not len(val_logits):
         # The saved weights' val logits, computed as the Predictor will score (flips or not).
         val_logits = _val_logits(
             model,

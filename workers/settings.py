@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # --- training -------------------------------------------------------------------------
     train_cron: str = Field(default="0 4 * * 0", description="crontab for weekly retraining.")
     train_growth_fraction: float = Field(default=0.2, ge=0.0)
-    train_epochs: int = Field(default=60, ge=1)
+    train_epochs: int = Field(default=80, ge=1)
     train_image_size: int = Field(default=112, ge=32)
     train_time_budget_min: float = Field(
         default=27.0,
@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         "second, a run that would not fit at that pace is shortened, and later an epoch that "
         "would end past the budget is not started (models.TrainConfig.time_budget_s); cache and "
         "evaluation come on top (~1-2 min).",
+    )
+    train_progressive_scales: tuple[float, ...] = Field(
+        default=(0.72, 0.86),
+        description="Progressive resizing: the learning-rate phases before the last train at these "
+        "fractions of the image size, as JSON (models.TrainConfig.progressive_scales); [] = off.",
     )
     train_arch: str = "resnet10_multimodal"
     train_test_time_flips: bool = Field(

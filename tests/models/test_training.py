@@ -270,3 +270,71 @@ def test_a_machine_that_slows_down_stops_within_the_budget(monkeypatch):
     assert [s.epochs for s in states] == [5, 5, 5]
     assert result.card["epochs_run"] == 3
     assert [round(h["seconds"]) for h in result.history] == [20, 20, 60]
+
+
+def test_progressive_resizing_trains_each_phase_at_its_size_and_calibrates_at_image_size(
+    monkeypatch,
+):
+    import models.training
+
+    assert [TrainConfig(epochs=80, progressive_scales=(0.72, 0.86)).input_size(e)
+            for e in (0, 26, 27, 53, 54, 79)] == [80, 80, 96, 96, 112, 112]  # fmt: skip
+    assert TrainConfig(image_size=64, progressive_scales=(0.1,)).input_size(0) == 32  # floor
+    assert TrainConfig(progressive_scales=(0.5,)).input_size(0, step_epochs=5) == 56
+    with pytest.raises(ValueError, match="progressive_scales"):
+        TrainConfig(progressive_scales=(0.5, 1.5))
+
+    sizes: list[int] = []
+    to_tensor_ = models.training.to_tensor
+
+    def spy(image, *, size, **kwargs):
+        sizes.append(size)
+        return to_tensor_(image, size=size, **kwargs)
+
+    monkeypatch.setattr(models.training, "to_tensor", spy)
+    train, val = _samples(16, seed=21, size=64), _samples(12, seed=22, size=64)
+    config = _tiny_config(image_size=64, progressive_scales=(0.5, 0.75), test_time_flips=False)
+    result = fit(train, val, config=config)
+    assert [h["image_size"] for h in result.history] == [32, 48, 64]
+    # Each epoch's training, batch-norm re-estimation and val pass ran at that epoch's size.
+    per_epoch = len(train) - len(train) % 8 + 16 + len(val)  # batches, 16 for BN, val
+    assert sizes[: 3 * per_epoch] == [32] * per_epoch + [48] * per_epoch + [64] * per_epoch
+    assert result.card["image_size"] == 64
+    # The calibration was fitted on logits at image_size, as the Predictor will score.
+    method = config.colour_constancy
+    batch = torch.stack(
+        [to_tensor_(s.load(), size=64, colour_constancy_method=method) for s in val]
+    )
+    meta = torch.from_numpy(encode_metadata([s.metadata for s in val]))
+    with torch.inference_mode():
+        logits = forward_views(result.model.eval(), batch, meta, flips=False).numpy()
+    labels = np.array([s.label for s in val])
+    assert (result.card["temperature"], result.card["logit_bias"]) == pytest.approx(
+        fit_calibration(logits, labels), rel=1e-4, abs=1e-5
+    )
+
+    blobs: list[bytes] = []
+    fit(train, val, config=config, on_epoch=lambda s: blobs.append(s.resume_blob()))
+    resumed = fit(train, val, config=config, resume=blobs[1])  # from the 48 px epoch
+    assert [h["image_size"] for h in resumed.history] == [32, 48, 64]
+    for name, tensor in result.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
+
+
+def test_a_time_budget_plans_progressive_epochs_by_their_size():
+    from models.training import SIZE_COST_EXPONENT, _size_cost
+
+    # Six epochs, StepLR every two: epochs 1-2 at 32 px, then 128 px, which costs 4 ** 1.5 = 8
+    # times as much. The first epoch took 10 s; the other five cost 10 + 4 x 80 = 330 s. Five
+    # epochs (steps of 2): 10 + 3 x 80 = 250 s; four: 170 s; three (steps of 1): 160 s.
+    assert SIZE_COST_EXPONENT == 1.5
+    config = TrainConfig(epochs=6, image_size=128, progressive_scales=(0.25,))
+    cost = _size_cost(config, 32)
+    assert [cost(e, 6) for e in range(6)] == [1, 1, 8, 8, 8, 8]
+    assert epochs_within(340.0, 10.0, 6, done=1, spent_s=10.0, cost=cost) == 6
+    assert epochs_within(339.0, 10.0, 6, done=1, spent_s=10.0, cost=cost) == 5
+    assert epochs_within(259.0, 10.0, 6, done=1, spent_s=10.0, cost=cost) == 4
+    assert epochs_within(179.0, 10.0, 6, done=1, spent_s=10.0, cost=cost) == 3
+    # Planned as if every epoch cost what the first did, six would "fit" in 60 s; they take 340.
+    assert epochs_within(60.0, 10.0, 6, done=1, spent_s=10.0) == 6
+    assert epochs_within(60.0, 10.0, 6, done=1, spent_s=10.0, cost=cost) == 1

@@ -15,3 +15,18 @@ def test_test_time_flips_come_from_settings_unless_the_job_says(env, monkeypatch
     assert train_config({}).test_time_flips is False
     assert train_config({"test_time_flips": True}).test_time_flips is True  # train --flips
     assert train_config({"test_time_flips": None}).test_time_flips is False  # flag not given
+
+
+def test_progressive_scales_come_from_settings_as_json(env, monkeypatch):
+    from models import TrainConfig
+    from workers.tasks.train import train_config
+
+    assert train_config({}).progressive_scales == TrainConfig().progressive_scales
+    monkeypatch.setenv("BIRTHMARK_TRAIN_PROGRESSIVE_SCALES", "[0.5, 0.75]")
+    reset_caches()
+    config = train_config({"image_size": 64})
+    assert config.progressive_scales == (0.5, 0.75)
+    assert [config.input_size(e, step_epochs=2) for e in range(6)] == [32, 32, 48, 48, 64, 64]
+    monkeypatch.setenv("BIRTHMARK_TRAIN_PROGRESSIVE_SCALES", "[]")
+    reset_caches()
+    assert train_config({}).progressive_scales == ()

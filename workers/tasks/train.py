@@ -30,6 +30,7 @@ def train_config(params: dict[str, Any]) -> models.TrainConfig:
         "epochs": params.get("epochs") or s.train_epochs,
         "image_size": params.get("image_size") or s.train_image_size,
         "test_time_flips": s.train_test_time_flips,
+        "progressive_scales": s.train_progressive_scales,
         "device": s.device,
         "time_budget_s": s.train_time_budget_min * 60,
     }
