@@ -8,14 +8,15 @@ One test split of ~400 images cannot tell an ECE of 0.05 from perfect calibratio
 calibrated model measures ~0.06 there: ``ece_floor``). Here the labelled set is cut into ``--folds``
 folds by patient (else lesion) with ``sklearn``'s ``StratifiedGroupKFold`` (stratified by domain and
 label); run I tests on fold I, fits calibration on a grouped fifth of the rest and trains on the
-remainder with ``models.TrainConfig()`` exactly as ``birthmark train`` does (60 epochs at 112 px,
-EMA weights, temperature + bias on val), and writes its calibrated test probabilities. ``summary``
-pools the folds' out-of-fold probabilities (each image appears once) and reports ECE next to its
-floor, ROC AUC and sensitivity at 90% specificity per domain, pooled and per fold, into
-``benchmarks/kfold_results.md``. Folds are independent processes: run two at a time with
-``--threads 1`` on a 2-core machine. ``--recipe`` trains one of ``benchmarks.recipe_sweep``'s
-recipes instead (with ``--device cuda --num-workers 3`` on a GPU), so recipes can be compared on
-all 2,752 images rather than on one 406-image split; give each recipe and seed its own ``--out``.
+remainder with ``models.TrainConfig()`` exactly as ``birthmark train`` does (80 epochs, progressive
+resizing 80/96/112 px, EMA weights, test-time flips, temperature + bias on val), and writes its
+calibrated test probabilities. ``summary`` pools the folds' out-of-fold probabilities (each image
+appears once) and reports ECE next to its floor, ROC AUC and sensitivity at 90% specificity per
+domain, pooled and per fold, into ``benchmarks/kfold_results.md``. Folds are independent processes:
+run two at a time with ``--threads 1`` on a 2-core machine. ``--recipe`` trains one of
+``benchmarks.recipe_sweep``'s recipes instead (with ``--device cuda --num-workers 3`` on a GPU), so
+recipes can be compared on all 2,752 images rather than on one 406-image split; give each recipe and
+seed its own ``--out``.
 ``--keep-model`` also writes each fold's weights and card, and ``rescore`` scores the test folds
 again with them (with or without test-time flips), so inference-time variants need no retraining.
 """
