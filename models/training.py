@@ -49,6 +49,8 @@ WEIGHT_AVERAGES = ("ema", "swa", "none")
 _RESUMABLE_CHANGES = frozenset(
     {"epochs", "device", "num_workers", "time_budget_s", "test_time_flips"}
 )
+# What a run did before a field existed, where that is not the field's default today.
+_BEFORE_THE_FIELD = {"progressive_scales": []}
 
 
 @dataclass(frozen=True)
@@ -392,8 +394,9 @@ def _auc(labels: np.ndarray, logits: np.ndarray) -> float:
 
 def _check_resumable(saved: Mapping, config: TrainConfig) -> None:
     current = json.loads(json.dumps(asdict(config)))  # as saved: tuples are lists
-    # A blob saved before a field existed ran with that field's default.
-    saved = {**json.loads(json.dumps(asdict(TrainConfig(arch=config.arch)))), **saved}
+    # A blob saved before a field existed ran with that field's default, or as _BEFORE_THE_FIELD.
+    defaults = json.loads(json.dumps(asdict(TrainConfig(arch=config.arch))))
+    saved = {**defaults, **_BEFORE_THE_FIELD, **saved}
     changed = {k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k]}
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in sorted(changed))

@@ -321,6 +321,17 @@ def test_progressive_resizing_trains_each_phase_at_its_size_and_calibrates_at_im
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
 
 
+def test_a_run_saved_before_progressive_resizing_resumes_only_without_it():
+    from dataclasses import asdict
+
+    from models.training import _check_resumable
+
+    before = {k: v for k, v in asdict(TrainConfig(epochs=60)).items() if k != "progressive_scales"}
+    with pytest.raises(ValueError, match=r"progressive_scales: \[\] -> \[0.72, 0.86\]"):
+        _check_resumable(before, TrainConfig())  # would train its later epochs at 96 px
+    _check_resumable(before, TrainConfig(progressive_scales=()))
+
+
 def test_a_time_budget_plans_progressive_epochs_by_their_size():
     from models.training import SIZE_COST_EXPONENT, _size_cost
 
