@@ -7,9 +7,9 @@ exactly as the uninterrupted run would have (on CPU; CUDA kernels are not bit-de
 ``image_size`` defaults to 112 and ``epochs`` to 80 with progressive resizing: the three StepLR
 phases train at 80, 96 and 112 px. At 112 px, 40 epochs (the pixels of 30 at 128 px) beat 30 at
 128 px on 8 seeds, 60 beat 40 on every grouped fold of the real photos, and 80 progressive epochs
-(about the time of 60 at 112 px) beat 60 on the folds; a 224 px epoch costs about 4x more on a
-2-core CPU and the small ResNet-10 gains little from it on ~200 px sources. ``time_budget_s``
-shortens a run on a slower machine.
+(the pixels of 60 at 112 px, though ~15% more time on this CPU) beat 60 on the folds; a 224 px
+epoch costs about 4x more on a 2-core CPU and the small ResNet-10 gains little from it on ~200 px
+sources. ``time_budget_s`` shortens a run on a slower machine (here it runs 72-74 of the 80).
 """
 
 from __future__ import annotations
@@ -248,9 +248,10 @@ def _step_epochs(config: TrainConfig, epochs: int) -> int:
 
 
 # An epoch's time grows as the input side to this power (progressive resizing plans with it).
-# Measured here (2 cores, one thread per run): the training loop ran at 85, 68 and 53 img/s at 80,
-# 96 and 112 px, i.e. powers of 1.3-1.5, not the pixels' 2: per-image and per-batch work that does
-# not shrink with the image. A machine where it grows faster is caught by the mid-run guard.
+# Measured here: the training loop ran at 85, 68 and 53 img/s at 80, 96 and 112 px on one thread
+# (powers of 1.3-1.5, not the pixels' 2: per-image and per-batch work does not shrink with the
+# image); on two threads, planned at 16.6 s for an 80 px epoch, the 112 px epochs were priced at
+# 27.5 s and took 27.2 s. A machine where time grows faster is caught by the mid-run guard.
 SIZE_COST_EXPONENT = 1.5
 
 
