@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -62,9 +61,9 @@ RECIPES: dict[str, dict] = {
     # The same pixel budget as 30 epochs at 128 px, spent on more epochs at lower resolution.
     "px112_e40": {"image_size": 112, "epochs": 40},  # the default from 2026-11-29 to 2026-11-30
     # Progressive resizing: each third of the run (one StepLR phase) at its own input size, 80,
-    # 96, then 112 px. The k-fold runs that made it the default on 2026-11-30 (then a patch of the
-    # training loop; the same epochs as the default now, which also sizes its per-epoch val pass).
-    "progressive": {"epochs": 80, "image_size": 112, "size_by_phase": (80, 96, 112)},
+    # 96, then 112 px — the default since the k-fold runs of 2026-11-30 (made while this recipe
+    # patched the training loop, which also ran the per-epoch val pass at 112 px throughout).
+    "progressive": {"epochs": 80, "image_size": 112, "progressive_scales": (0.72, 0.86)},
     # The default before that: 60 epochs, every one at 112 px.
     "e60_px112": {"epochs": 60, "progressive_scales": ()},
     "smoke": {"epochs": 1, "image_size": 32, "wide": True, "bn_recalibration_images": 32},
@@ -100,17 +99,6 @@ def _install(recipe: dict) -> dict:
         augment._random_resized_crop = lambda image, rng, strength: crop(
             image, rng, (1 - crop_min_area) / 0.45
         )
-    sizes = recipe.pop("size_by_phase", None)
-    if sizes:
-        phase = math.ceil(recipe["epochs"] / len(sizes))
-        iterate = training._Batcher.iterate
-
-        def by_phase(self, batches, seed):
-            if seed is not None:  # a training epoch; its seed is _epoch_seed(seed, epoch)
-                self.size = sizes[min(len(sizes) - 1, (int(seed) % 1_000_003) // phase)]
-            return iterate(self, batches, seed)
-
-        training._Batcher.iterate = by_phase
     wide = recipe.pop("wide", False)
     build = resnet10.build_model
     training.build_model = (lambda arch, **kw: WideAndDeep(build(arch, **kw))) if wide else build
