@@ -255,12 +255,16 @@ def _step_epochs(config: TrainConfig, epochs: int) -> int:
 SIZE_COST_EXPONENT = 1.5
 
 
+def _time_ratio(size: int, measured_size: int) -> float:
+    """An epoch's time at input ``size`` relative to one at ``measured_size``."""
+    return (size / measured_size) ** SIZE_COST_EXPONENT
+
+
 def _size_cost(config: TrainConfig, measured_size: int) -> Callable[[int, int], float]:
     """``epochs_within``'s cost: an epoch's time relative to one at ``measured_size``."""
 
     def cost(epoch: int, n: int) -> float:
-        size = config.input_size(epoch, _step_epochs(config, n))
-        return (size / measured_size) ** SIZE_COST_EXPONENT
+        return _time_ratio(config.input_size(epoch, _step_epochs(config, n)), measured_size)
 
     return cost
 
@@ -485,7 +489,7 @@ def fit(
             # time: when the next epoch, at the last one's pace, would end past the budget.
             spent = sum(h["seconds"] for h in history)
             last = history[-1]
-            growth = (size / last.get("image_size", config.image_size)) ** SIZE_COST_EXPONENT
+            growth = _time_ratio(size, last.get("image_size", config.image_size))
             if spent + last["seconds"] * growth > config.time_budget_s:
                 break
         train_batcher.size = val_batcher.size = size
