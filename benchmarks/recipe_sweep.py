@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
                 for k, v in _scores(ema, result.card, split, images, args.device).items()
             }
         )
-    row["history"] = [round(h["val_auc"], 3) for h in result.history]
+    row["history"] = [round(h["val_auc"], 3) for h in result.history if "val_auc" in h]
     print("ROW " + json.dumps(row), flush=True)
 
 

@@ -83,7 +83,8 @@ def _curves(history: Sequence[Mapping]) -> str:
     ax.plot(epochs, [h.get("train_loss", math.nan) for h in history], "o-", label="train loss")
     ax.set(xlabel="epoch", ylabel="train loss", title="Training")
     right = ax.twinx()
-    right.plot(epochs, [h.get("val_auc", math.nan) for h in history], "s-", color="tab:green")
+    checked = [(e, h["val_auc"]) for e, h in zip(epochs, history, strict=True) if "val_auc" in h]
+    right.plot(*zip(*checked, strict=True) if checked else ([], []), "s-", color="tab:green")
     right.set(ylabel="validation ROC AUC", ylim=(0.4, 1.0))
     ax.legend([*ax.get_lines(), *right.get_lines()], ["train loss", "val AUC"], loc="center right")
     return _png(fig)

@@ -47,7 +47,7 @@ WEIGHT_AVERAGES = ("ema", "swa", "none")
 
 # Fields that may differ between a run and its resumption without changing the result.
 _RESUMABLE_CHANGES = frozenset(
-    {"epochs", "device", "num_workers", "time_budget_s", "test_time_flips"}
+    {"epochs", "device", "num_workers", "time_budget_s", "test_time_flips", "val_every"}
 )
 # What a run did before a field existed, where that is not the field's default today.
 _BEFORE_THE_FIELD = {"progressive_scales": []}
@@ -86,6 +86,11 @@ class TrainConfig:
     # ("precise BN"). Small runs take too few steps for the running averages to settle, and the
     # stale averages wreck eval-mode outputs (val AUC ~0.5 where batch statistics give 1.0).
     bn_recalibration_images: int = 256
+    # That re-estimation and the per-epoch val pass are monitoring only (they change no trained
+    # weight: the saved ones get their own batch-norm pass), and cost ~11% of an epoch on CPU, so
+    # they run after the first epoch, every ``val_every``-th and the last; the others record no
+    # val AUC. 1 = every epoch. At 5, an 80-epoch run saves ~2.5 min on 2 cores.
+    val_every: int = 5
     # Input colour constancy (models.preprocess.COLOUR_CONSTANCY), applied after augmentation and
     # again by the Predictor (the card records it): removes the dermoscope-vs-ambient light cast.
     # Shades of gray beat none on both test domains in benchmarks/transfer_results.md.
@@ -134,7 +139,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        for name in ("epochs", "batch_size", "step_size", "image_size"):
+        for name in ("epochs", "batch_size", "step_size", "image_size", "val_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
@@ -182,7 +187,7 @@ class EpochState:
     epoch: int
     epochs: int
     train_loss: float
-    val_auc: float
+    val_auc: float  # NaN after an epoch without a val pass (TrainConfig.val_every)
     seconds: float
     images_per_second: float
     lr: float
@@ -260,13 +265,32 @@ def _time_ratio(size: int, measured_size: int) -> float:
     return (size / measured_size) ** SIZE_COST_EXPONENT
 
 
-def _size_cost(config: TrainConfig, measured_size: int) -> Callable[[int, int], float]:
-    """``epochs_within``'s cost: an epoch's time relative to one at ``measured_size``."""
+def _size_cost(
+    config: TrainConfig, measured_size: int, *, eval_share: float = 0.0
+) -> Callable[[int, int], float]:
+    """``epochs_within``'s cost: an epoch's time relative to the training part of one at
+    ``measured_size``, plus ``eval_share`` of it in the epochs that run a val pass."""
 
     def cost(epoch: int, n: int) -> float:
-        return _time_ratio(config.input_size(epoch, _step_epochs(config, n)), measured_size)
+        ratio = _time_ratio(config.input_size(epoch, _step_epochs(config, n)), measured_size)
+        return ratio * (1.0 + eval_share) if _evaluates(config, epoch, n) else ratio
 
     return cost
+
+
+def _evaluates(config: TrainConfig, epoch: int, epochs: int) -> bool:
+    """Whether ``epoch`` (from 0) of a run of ``epochs`` ends with batch-norm re-estimation and a
+    val pass: the first, every ``val_every``-th and the last."""
+    return epoch == 0 or epoch + 1 == epochs or (epoch + 1) % config.val_every == 0
+
+
+def _eval_share(history: Sequence[Mapping]) -> float:
+    """The last val pass's time relative to its epoch's training (0 before any is recorded)."""
+    for record in reversed(history):
+        if "val_auc" in record and record.get("eval_seconds"):
+            trained = record["seconds"] - record["eval_seconds"]
+            return record["eval_seconds"] / trained if trained > 0 else 0.0
+    return 0.0
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -421,7 +445,8 @@ def fit(
     on_epoch: Callable[[EpochState], Any] | None = None,
     resume: bytes | None = None,
 ) -> TrainResult:
-    """Train ``config.arch`` on ``train``, reporting validation AUC after each epoch.
+    """Train ``config.arch`` on ``train``, reporting progress (and val AUC, see ``val_every``)
+    after each epoch.
 
     Returns the final model (eval mode, on the training device), its card (ready for
     ``dump_checkpoint``: preprocessing, temperature and logit bias fitted on ``val``, val metrics,
@@ -489,8 +514,10 @@ def fit(
             # time: when the next epoch, at the last one's pace, would end past the budget.
             spent = sum(h["seconds"] for h in history)
             last = history[-1]
+            trained_s = last["seconds"] - last.get("eval_seconds", 0.0)
             growth = _time_ratio(size, last.get("image_size", config.image_size))
-            if spent + last["seconds"] * growth > config.time_budget_s:
+            share = _eval_share(history) if _evaluates(config, epoch, epochs) else 0.0
+            if spent + trained_s * growth * (1.0 + share) > config.time_budget_s:
                 break
         train_batcher.size = val_batcher.size = size
         seed = _epoch_seed(config.seed, epoch)
@@ -527,41 +554,44 @@ def fit(
         train_seconds = time.perf_counter() - began
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        _recalibrate_batch_norm(
-            model,
-            train_batcher,
-            np.concatenate(batches),
-            device,
-            images=config.bn_recalibration_images,
-            batch_size=config.batch_size,
-        )
-        val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
+        evaluated = _evaluates(config, epoch, epochs)
+        if evaluated:
+            _recalibrate_batch_norm(
+                model,
+                train_batcher,
+                np.concatenate(batches),
+                device,
+                images=config.bn_recalibration_images,
+                batch_size=config.batch_size,
+            )
+            val_logits = _val_logits(model, val_batcher, device, batch_size=config.batch_size)
         swa_window = epochs - scheduler.step_size  # epochs before StepLR's last phase
         if averaged is not None and config.weight_average == "swa" and epoch >= swa_window:
             averaged.update_parameters(model)
         seconds = time.perf_counter() - began
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total_loss / max(seen, 1),
+            **({"val_auc": _auc(val_labels, val_logits)} if evaluated else {}),
+            "lr": lr,
+            "image_size": size,
+            "seconds": seconds,
+            "eval_seconds": seconds - train_seconds,  # batch-norm re-estimation + val pass
+            "images_per_second": seen / train_seconds if train_seconds > 0 else float("nan"),
+        }
         if epoch < 2 and config.time_budget_s is not None:
             # Plan after the first epoch and again after the second: the first pays one-off costs
             # (kernel selection, allocator, page cache), so alone it makes the run look slower.
             spent = sum(h["seconds"] for h in history) + seconds
             epochs = epochs_within(
                 config.time_budget_s,
-                seconds,
+                train_seconds,
                 config.epochs,
                 done=epoch + 1,
                 spent_s=spent,
-                cost=_size_cost(config, size),
+                cost=_size_cost(config, size, eval_share=_eval_share([*history, record])),
             )
             scheduler.step_size = _step_epochs(config, epochs)  # the schedule keeps its shape
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": total_loss / max(seen, 1),
-            "val_auc": _auc(val_labels, val_logits),
-            "lr": lr,
-            "image_size": size,
-            "seconds": seconds,
-            "images_per_second": seen / train_seconds if train_seconds > 0 else float("nan"),
-        }
         history.append(record)
         if on_epoch is not None:
             extra = {"epoch": epoch + 1, "history": history, "config": asdict(config)}
@@ -578,7 +608,13 @@ def fit(
                     average=averaged,
                 )
 
-            state = {**record, "epochs": epochs, "history": list(history)}
+            state = {
+                **record,
+                "val_auc": record.get("val_auc", math.nan),
+                "epochs": epochs,
+                "history": list(history),
+            }
+            del state["eval_seconds"]
             on_epoch(EpochState(**state, _pack=pack))
 
     averaged_updates = int(averaged.n_averaged) if averaged is not None else 0
@@ -586,11 +622,14 @@ def fit(
     # A run stopped by the budget before its last phase trained at a smaller size.
     last_size = history[-1].get("image_size", config.image_size) if history else config.image_size
     resized = last_size != config.image_size
+    # The budget can stop a run after an epoch without a val pass: its batch-norm statistics
+    # are the training's running averages, and the val logits are an earlier epoch's.
+    unevaluated = not history or "val_auc" not in history[-1]
     if averaged_updates > 1:
         _adopt_average(
             model, averaged.module.parameters(), train_batcher, train_labels, config, device
         )
-    elif resized:
+    elif resized or unevaluated:
         _recalibrate_batch_norm(
             model,
             train_batcher,
@@ -600,7 +639,13 @@ def fit(
             batch_size=config.batch_size,
         )
     model.eval()
-    if averaged_updates > 1 or config.test_time_flips or resized or not len(val_logits):
+    if (
+        averaged_updates > 1
+        or config.test_time_flips
+        or resized
+        or unevaluated
+        or not len(val_logits)
+    ):
         # The saved weights' val logits, computed as the Predictor will score (flips or not).
         val_logits = _val_logits(
             model,

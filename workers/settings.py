@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         description="Progressive resizing: the learning-rate phases before the last train at these "
         "fractions of the image size, as JSON (models.TrainConfig.progressive_scales); [] = off.",
     )
+    train_val_every: int = Field(
+        default=5,
+        ge=1,
+        description="Per-epoch val pass (and its batch-norm re-estimation) after the first epoch, "
+        "every Nth and the last (models.TrainConfig.val_every); monitoring only, ~11% of an epoch.",
+    )
     train_arch: str = "resnet10_multimodal"
     train_test_time_flips: bool = Field(
         default=True,

@@ -147,14 +147,16 @@ def run_training(
         store.put(resume_key, state.resume_blob())
         if on_progress:
             remaining = state.epochs - state.epoch
+            # Not every epoch runs a val pass (TrainConfig.val_every): report the latest.
+            checked = next((h for h in reversed(state.history) if "val_auc" in h), None)
+            auc = math.nan if checked is None else float(checked["val_auc"])
             on_progress(
                 {
                     "epoch": state.epoch,
                     "epochs": state.epochs,
                     "train_loss": round(float(state.train_loss), 5),
-                    "val_auc": None
-                    if math.isnan(state.val_auc)
-                    else round(float(state.val_auc), 4),
+                    "val_auc": None if math.isnan(auc) else round(auc, 4),
+                    "val_epoch": None if checked is None else checked["epoch"],
                     "images_per_second": round(float(state.images_per_second), 1),
                     "eta_s": round(state.seconds * remaining, 1),
                 }

@@ -14,7 +14,8 @@ def test_report_embeds_four_png_plots_and_metrics():
     prob = np.clip(y * 0.4 + rng.random(200) * 0.6, 0, 1)
     history = [
         {"epoch": 1, "train_loss": 0.3, "val_auc": 0.7},
-        {"epoch": 2, "train_loss": 0.2, "val_auc": 0.8},
+        {"epoch": 2, "train_loss": 0.25},  # no val pass this epoch (TrainConfig.val_every)
+        {"epoch": 3, "train_loss": 0.2, "val_auc": 0.8},
     ]
     metrics = evaluate(y, prob, ci_draws=100)
     page = render_report(metrics=metrics, y_true=y, prob=prob, history=history, title="A <b>")

@@ -262,9 +262,8 @@ def test_a_machine_that_slows_down_stops_within_the_budget(monkeypatch):
     monkeypatch.setattr(models.training, "time", types.SimpleNamespace(perf_counter=perf_counter))
     train, val = _samples(16, seed=19, size=32), _samples(6, seed=20, size=32)
     states: list[EpochState] = []
-    result = fit(
-        train, val, config=_tiny_config(epochs=8, time_budget_s=100.0), on_epoch=states.append
-    )
+    config = _tiny_config(epochs=8, time_budget_s=100.0, val_every=1)
+    result = fit(train, val, config=config, on_epoch=states.append)
     # Planned 5 epochs (100 s at 20 s); the third took 60 s (100 s spent), so the fourth,
     # at that pace, would end at 160 s: not started.
     assert [s.epochs for s in states] == [5, 5, 5]
@@ -293,7 +292,9 @@ def test_progressive_resizing_trains_each_phase_at_its_size_and_calibrates_at_im
 
     monkeypatch.setattr(models.training, "to_tensor", spy)
     train, val = _samples(16, seed=21, size=64), _samples(12, seed=22, size=64)
-    config = _tiny_config(image_size=64, progressive_scales=(0.5, 0.75), test_time_flips=False)
+    config = _tiny_config(
+        image_size=64, progressive_scales=(0.5, 0.75), test_time_flips=False, val_every=1
+    )
     result = fit(train, val, config=config)
     assert [h["image_size"] for h in result.history] == [32, 48, 64]
     # Each epoch's training, batch-norm re-estimation and val pass ran at that epoch's size.
@@ -349,3 +350,73 @@ def test_a_time_budget_plans_progressive_epochs_by_their_size():
     # Planned as if every epoch cost what the first did, six would "fit" in 60 s; they take 340.
     assert epochs_within(60.0, 10.0, 6, done=1, spent_s=10.0) == 6
     assert epochs_within(60.0, 10.0, 6, done=1, spent_s=10.0, cost=cost) == 1
+
+
+def test_the_per_epoch_val_pass_runs_every_val_every_epochs_and_changes_no_weight():
+    train, val = _samples(16, seed=23, size=32), _samples(12, seed=24, size=32)
+    every = fit(train, val, config=_tiny_config(epochs=4, val_every=1))
+    sparse = fit(train, val, config=_tiny_config(epochs=4, val_every=3))
+    # The first epoch, every third and the last; the others record no val AUC.
+    assert [h["epoch"] for h in sparse.history if "val_auc" in h] == [1, 3, 4]
+    assert all("val_auc" in h for h in every.history)
+    for epoch in (0, 2, 3):  # the same model at the same epochs
+        assert sparse.history[epoch]["val_auc"] == every.history[epoch]["val_auc"]
+    for name, tensor in every.model.state_dict().items():
+        torch.testing.assert_close(sparse.model.state_dict()[name], tensor, msg=name)
+    assert sparse.card["temperature"] == every.card["temperature"]
+    with pytest.raises(ValueError, match="val_every"):
+        TrainConfig(val_every=0)
+
+
+def test_the_budget_prices_val_passes_and_a_run_stopped_without_one_is_evaluated_afresh(
+    monkeypatch,
+):
+    import types
+
+    import models.training
+    from models.training import _Batcher, _epoch_order, _recalibrate_batch_norm, _size_cost
+
+    # Six epochs with a val pass after epochs 1, 5 and 6, costing a quarter of the training.
+    cost = _size_cost(TrainConfig(epochs=6, progressive_scales=()), 112, eval_share=0.25)
+    assert [cost(e, 6) for e in range(6)] == [1.25, 1, 1, 1, 1.25, 1.25]
+    assert [cost(e, 4) for e in range(4)] == [1.25, 1, 1, 1.25]
+
+    # A fake clock, three reads an epoch (start, training done, val done): 10 s a read until
+    # the machine slows to 30 s a read in the second epoch. Epoch 1: 10 s of training + 10 s
+    # of val (share 1); 7 of 8 epochs planned: 20 + 4 x 10 + 2 x 20 (val after epochs 5 and
+    # 7) = 100. Epoch 2 (no val pass) trains 30 s; replanned, a third epoch, the last, with its
+    # val pass (30 + 30 s), would end at 140 s: the run stops after epoch 2.
+    calls = {"n": 0}
+
+    def perf_counter() -> float:
+        calls["n"] += 1
+        return sum(10.0 if i <= 3 else 30.0 for i in range(1, calls["n"] + 1))
+
+    monkeypatch.setattr(models.training, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    train, val = _samples(16, seed=25, size=32), _samples(12, seed=26, size=32)
+    config = _tiny_config(
+        epochs=8, time_budget_s=100.0, weight_average="none", test_time_flips=False
+    )
+    states: list[EpochState] = []
+    result = fit(train, val, config=config, on_epoch=states.append)
+    assert [s.epochs for s in states] == [7, 2]
+    assert "val_auc" in result.history[0] and "val_auc" not in result.history[1]
+    assert np.isnan(states[1].val_auc)
+    # Its batch-norm statistics were re-estimated after the last epoch (doing it again changes
+    # nothing), and the calibration was fitted on that model's val logits, not epoch 1's.
+    model = result.model
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    batcher = _Batcher(train, encode_metadata([s.metadata for s in train]), config)
+    order = _epoch_order(np.array([s.label for s in train]), balance=True, seed=config.seed)
+    _recalibrate_batch_norm(model, batcher, order, "cpu", images=256, batch_size=8)
+    for name, tensor in before.items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, msg=name)
+    batch = torch.stack(
+        [to_tensor(s.load(), size=32, colour_constancy_method=config.colour_constancy) for s in val]
+    )
+    meta = torch.from_numpy(encode_metadata([s.metadata for s in val]))
+    with torch.inference_mode():
+        logits = model.eval()(batch, meta).numpy()
+    assert (result.card["temperature"], result.card["logit_bias"]) == pytest.approx(
+        fit_calibration(logits, np.array([s.label for s in val])), rel=1e-4, abs=1e-5
+    )

@@ -30,3 +30,12 @@ def test_progressive_scales_come_from_settings_as_json(env, monkeypatch):
     monkeypatch.setenv("BIRTHMARK_TRAIN_PROGRESSIVE_SCALES", "[]")
     reset_caches()
     assert train_config({}).progressive_scales == ()
+
+
+def test_val_every_comes_from_settings(env, monkeypatch):
+    from workers.tasks.train import train_config
+
+    assert train_config({}).val_every == 5
+    monkeypatch.setenv("BIRTHMARK_TRAIN_VAL_EVERY", "1")
+    reset_caches()
+    assert train_config({}).val_every == 1

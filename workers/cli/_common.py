@@ -66,9 +66,14 @@ def wait_for_job(
             p = job.get("progress") or {}
             if "epoch" in p:
                 auc = p.get("val_auc")
+                at = (
+                    f" (epoch {p['val_epoch']})"
+                    if p.get("val_epoch") not in (None, p["epoch"])
+                    else ""
+                )
                 detail = (
                     f"epoch {p['epoch']}/{p['epochs']} loss {p['train_loss']:.4f} "
-                    f"val AUC {auc if auc is not None else 'n/a'} ETA {p.get('eta_s', 0):.0f}s"
+                    f"val AUC {auc if auc is not None else 'n/a'}{at} ETA {p.get('eta_s', 0):.0f}s"
                 )
             elif "stage" in p:
                 detail = f"{job['status']}: {p['stage']}"

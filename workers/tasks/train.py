@@ -31,6 +31,7 @@ def train_config(params: dict[str, Any]) -> models.TrainConfig:
         "image_size": params.get("image_size") or s.train_image_size,
         "test_time_flips": s.train_test_time_flips,
         "progressive_scales": s.train_progressive_scales,
+        "val_every": s.train_val_every,
         "device": s.device,
         "time_budget_s": s.train_time_budget_min * 60,
     }
