@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         description="Per-epoch val pass (and its batch-norm re-estimation) after the first epoch, "
         "every Nth and the last (models.TrainConfig.val_every); monitoring only, ~11% of an epoch.",
     )
+    train_checkpoint_interval_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="A training run writes its resume checkpoint (~80 MB) after the first epoch, "
+        "the last, and any epoch this many seconds after the previous write; 0 = every epoch.",
+    )
     train_arch: str = "resnet10_multimodal"
     train_test_time_flips: bool = Field(
         default=True,

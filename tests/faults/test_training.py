@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-import pandas as pd
 import pytest
 
 import models
 from tests.faults._support import job_status, wait_for, wait_job
 from tests.faults.conftest import base_env, bound
+from tests.workers.helpers import publish_tiny_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -62,35 +61,6 @@ def test_second_concurrent_run_is_skipped_by_the_lock(tmp_path, private_redis):
         assert r.get(f"birthmark:lock:{LOCK}") is None
 
 
-def _publish_tiny_dataset(st, n: int = 24) -> str:
-    import curation
-    from curation.synthetic import jpeg_bytes, make_lesion_image
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        key = f"raw/isic/test/ISIC_{i:07d}.jpg"
-        st.put(key, jpeg_bytes(make_lesion_image(rng, malignant=bool(i % 2), size=(96, 72))))
-        rows.append(
-            {
-                "isic_id": f"ISIC_{i:07d}",
-                "key": key,
-                "malignant": float(i % 2),
-                "age_approx": 50.0,
-                "sex": "female",
-                "anatom_site_general": "back",
-                "copyright_license": "CC-0",
-                "verdict": "accepted",
-                "included": True,
-                "split": ("train", "train", "val", "test")[i % 4],
-            }
-        )
-    version = "v-faults"
-    st.put(f"curated/{version}/manifest.parquet", curation.manifest_to_parquet(pd.DataFrame(rows)))
-    st.write_pointer("curated/LATEST", version)
-    return version
-
-
 @pytest.mark.skipif(
     not hasattr(models, "fit"), reason="models.fit (resumable training) is not merged yet"
 )
@@ -102,7 +72,7 @@ def test_training_worker_sigkill_resumes_at_last_epoch(tmp_path, private_redis, 
     env = base_env(tmp_path, private_redis.url, BIRTHMARK_VISIBILITY_TIMEOUT_S="4")
     with bound(env):
         st = store()
-        _publish_tiny_dataset(st)
+        publish_tiny_dataset(st)
         first = workers.start(env, "train")
         params = {"epochs": 4, "image_size": 32, "batch_size": 8, "augment": False}
         job_id, _ = submit_task_job(run, kind="train", params=params)

@@ -7,9 +7,11 @@ import struct
 import zlib
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
+import curation
 import models
 from curation.synthetic import jpeg_bytes, make_lesion_image
 from workers import registry
@@ -23,6 +25,34 @@ def publish_tiny_champion(store, *, arch: str = "resnet10_image", seed: int = 0)
     model_id = registry.publish_model(store, weights, card)
     registry.promote(store, model_id, reason="test")
     return model_id
+
+
+def publish_tiny_dataset(store, n: int = 24) -> str:
+    """A curated version of ``n`` small synthetic lesions (train / val / test), made LATEST."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        key = f"raw/isic/test/ISIC_{i:07d}.jpg"
+        store.put(key, jpeg_bytes(make_lesion_image(rng, malignant=bool(i % 2), size=(96, 72))))
+        rows.append(
+            {
+                "isic_id": f"ISIC_{i:07d}",
+                "key": key,
+                "malignant": float(i % 2),
+                "age_approx": 50.0,
+                "sex": "female",
+                "anatom_site_general": "back",
+                "copyright_license": "CC-0",
+                "verdict": "accepted",
+                "included": True,
+                "split": ("train", "train", "val", "test")[i % 4],
+            }
+        )
+    version = "v-tiny"
+    manifest = curation.manifest_to_parquet(pd.DataFrame(rows))
+    store.put(f"curated/{version}/manifest.parquet", manifest)
+    store.write_pointer("curated/LATEST", version)
+    return version
 
 
 def good_jpeg(i: int, size=(320, 240)) -> bytes:

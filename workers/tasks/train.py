@@ -79,6 +79,7 @@ def run(job_id: str) -> dict[str, Any]:
             promotion_metric=s.promotion_metric,
             promotion_margin=s.promotion_margin,
             on_progress=progress,
+            checkpoint_interval_s=s.train_checkpoint_interval_s,
         )
         jobs.update_job(r, job_id, status="done", result=outcome, message="")
         return outcome

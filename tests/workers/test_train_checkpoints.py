@@ -1,0 +1,61 @@
+"""How often a training run writes its resume checkpoint (run_training on a real local store)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+import models
+from tests.workers.helpers import publish_tiny_dataset
+from workers import training_run
+from workers.store import LocalStore
+
+
+class _CountingStore(LocalStore):
+    """Records, for each write of a resume checkpoint, the epoch it followed."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.epochs_reported = 0  # on_progress comes right after an epoch's checkpoint decision
+        self.checkpoints: list[int] = []
+
+    def put(self, key: str, data: bytes, **kwargs) -> None:
+        if key.endswith("/resume.bin"):
+            self.checkpoints.append(self.epochs_reported + 1)
+        super().put(key, data, **kwargs)
+
+
+@pytest.mark.parametrize(("interval_s", "written"), [(120.0, [1, 4, 6]), (0.0, [1, 2, 3, 4, 5, 6])])
+def test_checkpoints_follow_the_first_epoch_the_last_and_the_interval(
+    tmp_path, monkeypatch, interval_s, written
+):
+    # A clock that moves 50 s per read; two reads per written checkpoint, one otherwise. With a
+    # 120 s interval: epoch 1 written (clock 50 -> 100), 2 and 3 not (150, 200: 50 and 100 s
+    # later), 4 written (250), 5 not (350), 6 is the last.
+    ticks = {"t": 0.0}
+
+    def monotonic() -> float:
+        ticks["t"] += 50.0
+        return ticks["t"]
+
+    monkeypatch.setattr(training_run, "time", types.SimpleNamespace(monotonic=monotonic))
+    store = _CountingStore(tmp_path / "store")
+    publish_tiny_dataset(store)
+    config = models.TrainConfig(
+        epochs=6, image_size=32, batch_size=8, augment=False, device="cpu", step_size=2
+    )
+
+    def progress(p: dict) -> None:
+        store.epochs_reported = p["epoch"]
+
+    outcome = training_run.run_training(
+        store,
+        "train-test",
+        config=config,
+        cache_dir=tmp_path / "cache",
+        on_progress=progress,
+        checkpoint_interval_s=interval_s,
+    )
+    assert store.checkpoints == written
+    assert store.exists(f"models/{outcome['model_id']}/card.json")
