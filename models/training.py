@@ -9,7 +9,8 @@ phases train at 80, 96 and 112 px. At 112 px, 40 epochs (the pixels of 30 at 128
 128 px on 8 seeds, 60 beat 40 on every grouped fold of the real photos, and 80 progressive epochs
 (the pixels of 60 at 112 px, though ~15% more time on this CPU) beat 60 on the folds; a 224 px
 epoch costs about 4x more on a 2-core CPU and the small ResNet-10 gains little from it on ~200 px
-sources. ``time_budget_s`` shortens a run on a slower machine (here it runs 72-74 of the 80).
+sources. ``time_budget_s`` shortens a run on a slower machine (here it ran 72-74 of the 80 while
+every epoch had a val pass; with ``val_every=5``, all 80).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class TrainConfig:
     # That re-estimation and the per-epoch val pass are monitoring only (they change no trained
     # weight: the saved ones get their own batch-norm pass), and cost ~11% of an epoch on CPU, so
     # they run after the first epoch, every ``val_every``-th and the last; the others record no
-    # val AUC. 1 = every epoch. At 5, an 80-epoch run saves ~2.5 min on 2 cores.
+    # val AUC. 1 = every epoch. At 5, an 80-epoch run saved 139 s on 2 cores.
     val_every: int = 5
     # Input colour constancy (models.preprocess.COLOUR_CONSTANCY), applied after augmentation and
     # again by the Predictor (the card records it): removes the dermoscope-vs-ambient light cast.

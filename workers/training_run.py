@@ -150,13 +150,14 @@ def run_training(
     if resume is not None:
         log.info("run %s resumes from its last checkpoint", run_id)
 
-    written = {"at": -math.inf}
+    last_write = -math.inf
 
     def on_epoch(state: models.EpochState) -> None:
-        due = time.monotonic() - written["at"] >= checkpoint_interval_s
+        nonlocal last_write
+        due = time.monotonic() - last_write >= checkpoint_interval_s
         if due or state.epoch in (1, state.epochs):
             store.put(resume_key, state.resume_blob())
-            written["at"] = time.monotonic()
+            last_write = time.monotonic()
         if on_progress:
             remaining = state.epochs - state.epoch
             # Not every epoch runs a val pass (TrainConfig.val_every): report the latest.
