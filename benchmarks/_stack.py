@@ -266,20 +266,37 @@ def _serve_s3(port: int) -> None:
 
 
 class Worker:
-    """A real `celery worker` subprocess for the given queues."""
+    """A real `celery worker` subprocess for the given queues.
 
-    def __init__(self, env: dict[str, str], queues: str, log: Path, *, pool: str = "solo") -> None:
+    A one-queue worker gets that queue's production pool and concurrency
+    (``workers.services.POOLS``); a worker for several queues a solo pool.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        queues: str,
+        log: Path,
+        *,
+        pool: str | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        from workers.services import POOLS
+
+        default = POOLS.get(queues, ("solo", 1))
         self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
         self.queues = queues
         self.log = log
-        self.pool = pool
+        self.pool = pool or default[0]
+        self.concurrency = concurrency or default[1]
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> Worker:
         name = f"{self.queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@test"
         args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", self.queues,
-                "-n", name, "--pool", self.pool, "--concurrency", "1", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+                "-n", name, "--pool", self.pool, "--concurrency", str(self.concurrency),
+                "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                "--without-heartbeat"]  # fmt: skip
         self.fh = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             args,

@@ -98,8 +98,8 @@ app.config_from_object(_Config())
 def consumers(queue: str, *, timeout: float = 1.0) -> list[str]:
     """The workers (by name) consuming ``queue`` that answer a broadcast within ``timeout`` s.
 
-    A solo-pool worker in the middle of a task cannot answer, so an empty list means "none running
-    or all busy", not "none running".
+    A solo-pool worker (training) in the middle of a task cannot answer, so an empty list means
+    "none running or all busy", not "none running".
     """
     replies = app.control.inspect(timeout=timeout).active_queues() or {}
     return sorted(name for name, qs in replies.items() if any(q.get("name") == queue for q in qs))

@@ -5,7 +5,9 @@ Every item ends as exactly one row, ``ok`` or ``error`` with a kind; only a tran
 
 The model should never wait: the fetch pool lives as long as the process (a batch starts fetching
 at once), the champion is looked up while the first objects download, and the first chunk goes to
-the model as soon as a few images are ready instead of a full chunk.
+the model as soon as a few images are ready instead of a full chunk. A worker runs two batches in
+threads: one's images download while the other's are scored; their chunks take turns on the model
+(one lock), and a chunk that waited for it takes along the images decoded meanwhile.
 """
 
 from __future__ import annotations
@@ -131,6 +133,10 @@ def _fetch_and_decode(
     return _Fetched(item, decoded.image, models.assess_quality(decoded), decoded.original_size)
 
 
+# One batch on the model at a time: a worker running two batch tasks (threads pool) fetches the
+# second's images while the first's are scored, and their chunks take turns on the model.
+_model_lock = threading.RLock()
+
 _pool: ThreadPoolExecutor | None = None
 _pool_key: tuple[int, int, int] | None = None  # (pid, threads, nice) the pool was made for
 _pool_lock = threading.Lock()
@@ -235,9 +241,10 @@ def _score_fetched(
                 for f in pending
             )
         else:
-            probs = scoring.predictor.predict(
-                [f.image for f in pending], [dict(f.item.metadata or {}) for f in pending]
-            )
+            with _model_lock:
+                probs = scoring.predictor.predict(
+                    [f.image for f in pending], [dict(f.item.metadata or {}) for f in pending]
+                )
             for f, p in zip(pending, probs, strict=True):
                 row = {
                     "key": f.item.source,
@@ -257,15 +264,24 @@ def _score_fetched(
                 rows.append(row)
         pending.clear()
 
-    for i, fut in enumerate(futures):
-        fetched = fut.result()  # StoreUnavailable propagates: the task retries the batch
+    i, n = 0, len(futures)
+    while i < n:
+        fetched = futures[i].result()  # StoreUnavailable propagates: the task retries the batch
+        i += 1
         if fetched.row is not None:
             flush()  # keep rows in input order
             rows.append(fetched.row)
             continue
         pending.append(fetched)
-        next_ready = i + 1 < len(futures) and futures[i + 1].done()
+        next_ready = i < n and futures[i].done()
         if len(pending) >= chunk or (len(pending) >= min_chunk and not next_ready):
-            flush()
+            with _model_lock:
+                # Another batch may have held the model: take what finished meanwhile.
+                while len(pending) < chunk and i < n and futures[i].done():
+                    if futures[i].result().row is not None:
+                        break  # an error row: the outer loop keeps it in order
+                    pending.append(futures[i].result())
+                    i += 1
+                flush()
     flush()
     return rows

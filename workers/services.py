@@ -14,7 +14,7 @@ from pathlib import Path
 from workers.embedded import ensure_redis, pid_alive, stop_redis
 from workers.settings import Settings
 
-__all__ = ["SERVICES", "worker_command", "services_up", "services_down", "services_status"]
+__all__ = ["POOLS", "SERVICES", "worker_command", "services_up", "services_down", "services_status"]
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,20 @@ class Service:
     args: tuple[str, ...]
 
 
+# (pool, concurrency) per queue. Training runs one task at a time. A score worker runs two batch
+# tasks in threads: the second's images download and decode while the first's are on the model
+# (they take turns on it, see workers.scoring), so the model does not idle between batches.
+POOLS = {"score": ("threads", 2), "train": ("solo", 1), "curation": ("threads", 4)}
+
+
 def worker_command(
     queue: str, *, concurrency: int | None = None, pool: str | None = None
 ) -> list[str]:
-    """The celery worker command line for one queue (solo pool for model queues)."""
-    if queue not in ("score", "train", "curation"):
+    """The celery worker command line for one queue (pool and concurrency from ``POOLS``)."""
+    if queue not in POOLS:
         raise ValueError(f"unknown queue {queue!r}; expected score, train or curation")
-    pool = pool or ("threads" if queue == "curation" else "solo")
-    concurrency = concurrency or (4 if queue == "curation" else 1)
+    pool = pool or POOLS[queue][0]
+    concurrency = concurrency or POOLS[queue][1]
     return [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker",
         "-Q", queue, "-n", f"{queue}@%h", "--pool", pool, "--concurrency", str(concurrency),

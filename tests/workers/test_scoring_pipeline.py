@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from tests.workers.helpers import good_jpeg
+from workers import scoring
 from workers.scoring import Item, ScoringModel, score_batch
 from workers.store import ObjectMissing, StoreUnavailable
 
@@ -66,6 +68,78 @@ def test_transient_failure_escapes_and_the_pool_keeps_working():
         _score(_Store(objects, down={"uploads/05.jpg"}), items, _Predictor(), threads=2)
     rows = _score(_Store(objects), items, _Predictor(), threads=2)
     assert [r["status"] for r in rows] == ["ok"] * 12
+
+
+class _GatedStore(_Store):
+    """Serves the first ``open_`` keys at once and the rest after ``gate`` is set; counts gets."""
+
+    def __init__(self, objects: dict[str, bytes], open_: int) -> None:
+        super().__init__(objects)
+        self.open_keys, self.gate, self.served = set(list(objects)[:open_]), threading.Event(), 0
+
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        if key not in self.open_keys:
+            self.gate.wait(30)
+        self.served += 1
+        return super().get(key, max_bytes=max_bytes)
+
+
+def test_a_batch_waiting_for_the_model_takes_the_images_decoded_meanwhile():
+    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(64, 48)) for i in range(10)}
+    store, predictor = _GatedStore(objects, open_=2), _Predictor()
+    rows: list = []
+    with scoring._model_lock:  # another batch is on the model
+        worker = threading.Thread(
+            target=lambda: rows.extend(
+                _score(store, [Item(k, k) for k in objects], predictor, chunk=8, min_chunk=2)
+            )
+        )
+        worker.start()
+        time.sleep(0.2)  # two images ready, the third held back: a chunk of two waits for the lock
+        store.gate.set()
+        deadline = time.monotonic() + 10
+        while store.served < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # let the last ones decode
+        assert predictor.chunks == []
+    worker.join(30)
+    assert [r["status"] for r in rows] == ["ok"] * 10
+    assert predictor.chunks == [8, 2]  # the waiting chunk of two was filled up to eight
+
+
+class _OneAtATime(_Predictor):
+    """Fails the test if two threads are ever inside ``predict`` at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = threading.Lock()
+
+    def predict(self, images, metadata=None) -> np.ndarray:
+        assert self.inside.acquire(blocking=False), "two batches on the model at once"
+        try:
+            time.sleep(0.02)
+            return super().predict(images, metadata)
+        finally:
+            self.inside.release()
+
+
+def test_batches_scored_in_parallel_threads_take_turns_on_the_model():
+    widths = [64 + 8 * i for i in range(24)]
+    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(w, 48)) for i, w in enumerate(widths)}
+    keys = list(objects)
+    predictor, results = _OneAtATime(), {}
+
+    def run(name: str, part: list[str]) -> None:
+        results[name] = _score(_Store(objects), [Item(k, k) for k in part], predictor, min_chunk=2)
+
+    threads = [threading.Thread(target=run, args=(n, keys[i::2])) for i, n in enumerate("ab")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for i, name in enumerate("ab"):
+        assert [r["key"] for r in results[name]] == keys[i::2]
+        assert [round(r["probability"] * 1000) for r in results[name]] == widths[i::2]
 
 
 class _PriorityRecordingStore(_Store):

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -33,6 +34,7 @@ _RETRY = {
 }
 
 _loaded: dict[str, ScoringModel] = {}
+_loading = threading.Lock()
 
 
 def current_model() -> ScoringModel | None:
@@ -41,6 +43,11 @@ def current_model() -> ScoringModel | None:
     model_id = registry.champion_id(st)
     if model_id is None:
         return None
+    with _loading:
+        return _load(st, model_id)
+
+
+def _load(st, model_id: str) -> ScoringModel:
     if model_id not in _loaded:
         settings = get_settings()
         if not _loaded:
