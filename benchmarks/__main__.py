@@ -4,7 +4,7 @@
 
 Every ratio compares two things measured in the same run, interleaved where they share the
 machine, after a warm-up; rates are medians; the e2e rows add the lowest and highest per-round
-ratio in brackets. See benchmarks/SCALING.md for the scaling notes.
+ratio in brackets. The README (Performance, Scaling) explains the figures.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from workers.app import QUEUES, app
+from workers.services import POOLS
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 EXPECTED = {
@@ -43,6 +44,8 @@ def test_celery_commands_name_the_real_app_and_queues():
             assert queue in QUEUES, f"{name} listens on unknown queue {queue}"
             seen_queues.add(queue)
             assert name == f"worker-{queue}"
+            pool = (cmd[cmd.index("--pool") + 1], int(cmd[cmd.index("--concurrency") + 1]))
+            assert pool == POOLS[queue], f"{name} runs {pool}, `birthmark services` {POOLS[queue]}"
     assert seen_queues == set(QUEUES)
 
 
