@@ -278,9 +278,10 @@ def _score_fetched(
             with _model_lock:
                 # Another batch may have held the model: take what finished meanwhile.
                 while len(pending) < chunk and i < n and futures[i].done():
-                    if futures[i].result().row is not None:
+                    ready = futures[i].result()
+                    if ready.row is not None:
                         break  # an error row: the outer loop keeps it in order
-                    pending.append(futures[i].result())
+                    pending.append(ready)
                     i += 1
                 flush()
     flush()

@@ -80,31 +80,34 @@ class _GatedStore(_Store):
     def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
         if key not in self.open_keys:
             self.gate.wait(30)
-        self.served += 1
+        self.served += 1  # counted before a missing key raises
         return super().get(key, max_bytes=max_bytes)
 
 
 def test_a_batch_waiting_for_the_model_takes_the_images_decoded_meanwhile():
-    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(64, 48)) for i in range(10)}
+    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(64, 48)) for i in range(12)}
+    items = [Item(k, k) for k in objects]
+    items.insert(9, Item("uploads/gone.jpg", "uploads/gone.jpg"))
     store, predictor = _GatedStore(objects, open_=2), _Predictor()
     rows: list = []
     with scoring._model_lock:  # another batch is on the model
         worker = threading.Thread(
-            target=lambda: rows.extend(
-                _score(store, [Item(k, k) for k in objects], predictor, chunk=8, min_chunk=2)
-            )
+            target=lambda: rows.extend(_score(store, items, predictor, chunk=8, min_chunk=2))
         )
         worker.start()
         time.sleep(0.2)  # two images ready, the third held back: a chunk of two waits for the lock
         store.gate.set()
         deadline = time.monotonic() + 10
-        while store.served < 10 and time.monotonic() < deadline:
+        while store.served < len(items) and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.3)  # let the last ones decode
         assert predictor.chunks == []
     worker.join(30)
-    assert [r["status"] for r in rows] == ["ok"] * 10
-    assert predictor.chunks == [8, 2]  # the waiting chunk of two was filled up to eight
+    assert [r["key"] for r in rows] == [it.source for it in items]
+    assert [r["status"] for r in rows] == ["ok"] * 9 + ["error"] + ["ok"] * 3
+    # The waiting chunk of two was filled up to eight; the ninth image went alone so the missing
+    # upload's row stays in its place.
+    assert predictor.chunks == [8, 1, 3]
 
 
 class _OneAtATime(_Predictor):
