@@ -1,11 +1,11 @@
 """Fault: a scoring worker is SIGKILLed mid-job.
 
-The batch it was running stays unacknowledged in Redis (``task_acks_late``); kombu's Redis
-transport puts it back on the queue once it is older than the visibility timeout (a running worker
-checks every 10 s, and a starting worker checks at once). Batches never started are still queued.
-A fresh worker therefore finishes the job; part files are keyed by batch, so a batch that runs
-twice overwrites itself and the job has exactly one row per input.
-"""
+The batches it was running (two: a score worker runs two at a time) stay unacknowledged in Redis
+(``task_acks_late``); kombu's Redis transport puts them back on the queue once they are older than
+the visibility timeout (a running worker checks every 10 s, and a starting worker checks at once).
+Batches never started are still queued. A fresh worker therefore finishes the job; part files are
+keyed by batch, so a batch that runs twice overwrites itself and the job has exactly one row per
+input."""
 
 from __future__ import annotations
 
@@ -47,18 +47,23 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path, private_redis,
         job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
         n_batches = N_INPUTS // BATCH
         r = redis_client()
-        # Kill while a batch runs: 2 parts written and one message taken but not acknowledged.
+        # Kill while batches run: 2 parts written and every task slot of the worker holding a
+        # message taken but not acknowledged. With a slot free the worker may be between taking a
+        # message off the queue and recording it as unacknowledged (kombu does the two in separate
+        # steps), and a SIGKILL there loses it: see the README, Reliability.
+        slots = first.concurrency
         wait_for(
-            lambda: part_count(st, job_id) >= 2 and r.hlen("unacked") == 1,
+            lambda: part_count(st, job_id) >= 2 and r.hlen("unacked") == slots,
             timeout=60,
             interval=0.01,
-            what="a batch in flight after 2 parts",
+            what=f"{slots} batches in flight after 2 parts",
         )
         first.kill()  # SIGKILL to the whole process group, mid-batch
         written = part_count(st, job_id)
         assert written < n_batches, "the job finished before the kill; make it slower"
-        # The batch that was running is unacknowledged: only the visibility timeout brings it back.
-        assert r.hlen("unacked") == 1
+        # The batches that were running are unacknowledged: only the visibility timeout brings
+        # them back.
+        assert r.hlen("unacked") == slots
 
         second = workers.start(env)
         job = wait_job(job_id, timeout=90)
