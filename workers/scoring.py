@@ -135,6 +135,7 @@ def _fetch_and_decode(
 
 # One batch on the model at a time: a worker running two batch tasks (threads pool) fetches the
 # second's images while the first's are scored, and their chunks take turns on the model.
+# Re-entrant: a full chunk is topped up under the lock and then flushed, and flush takes it again.
 _model_lock = threading.RLock()
 
 _pool: ThreadPoolExecutor | None = None
