@@ -245,10 +245,14 @@ class S3Store(_Pointers):
         body = resp["Body"]
         try:
             # Refuse on the declared length before reading any of the body.
-            if max_bytes is not None and resp.get("ContentLength", 0) > max_bytes:
-                raise ObjectTooLarge(
-                    f"{key}: {resp['ContentLength']} bytes exceeds the limit of {max_bytes}"
-                )
+            declared = resp.get("ContentLength")
+            if max_bytes is not None and (declared or 0) > max_bytes:
+                raise ObjectTooLarge(f"{key}: {declared} bytes exceeds the limit of {max_bytes}")
+            if declared is not None:
+                # One read of the declared length (botocore checks it arrived whole). Reading in
+                # 1 MiB chunks copies every byte twice more (http.client's read(n), then the join):
+                # 6.5 instead of 3.5 ms of client CPU per 2.9 MB photo from moto on loopback.
+                return body.read()
             chunks, total = [], 0
             for chunk in body.iter_chunks(_CHUNK):
                 total += len(chunk)
