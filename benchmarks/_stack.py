@@ -284,7 +284,9 @@ class Worker:
         from workers.services import POOLS
 
         default = POOLS.get(queues, ("solo", 1))
-        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        # The repo first; a test may add a folder (env's PYTHONPATH), e.g. for a sitecustomize.
+        path = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        self.env = {**os.environ, **env, "PYTHONPATH": path}
         self.queues = queues
         self.log = log
         self.pool = pool or default[0]

@@ -17,6 +17,8 @@ __all__ = [
     "update_job",
     "list_jobs",
     "complete_batch",
+    "start_batch_run",
+    "end_batch_run",
     "acquire_lock",
     "refresh_lock",
     "release_lock",
@@ -148,6 +150,30 @@ def complete_batch(r: redis.Redis, job_id: str, batch: int, *, rows: int, errors
     return int(
         script(keys=[_PREFIX + job_id, f"{_PREFIX}{job_id}:batches"], args=[batch, rows, errors])
     )
+
+
+_RUN_TTL_S = 7 * 24 * 3600
+
+
+def start_batch_run(r: redis.Redis, job_id: str, batch: int) -> int:
+    """Count a run of batch ``batch`` as started; returns how many earlier runs never ended.
+
+    A run that never ended had its worker die under it (killed, out of memory, or a decoder that
+    crashed the process); the redelivered batch can then decode in child processes.
+    """
+    key = f"{_PREFIX}{job_id}:batch:{batch}:runs"
+    with r.pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, _RUN_TTL_S)
+        started, _ = pipe.execute()
+    return int(started) - 1
+
+
+def end_batch_run(r: redis.Redis, job_id: str, batch: int) -> None:
+    """The run counted by :func:`start_batch_run` ended (scored, or failed and will retry)."""
+    key = f"{_PREFIX}{job_id}:batch:{batch}:runs"
+    if r.decr(key) <= 0:
+        r.delete(key)
 
 
 def acquire_lock(r: redis.Redis, name: str, owner: str, *, ttl_s: int) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 from PIL import Image
 
 import models
+from workers.isolated_decode import DecoderCrashed, decode_in_child
 from workers.store import InvalidKey, ObjectMissing, ObjectTooLarge, Store, validate_key
 
 __all__ = ["Item", "ModelUnavailable", "ScoringModel", "score_batch", "load_scoring_model"]
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 ERROR_KINDS = (
     "empty", "not_an_image", "unreadable", "decompression_bomb", "too_large", "unsupported",
     "missing", "invalid_key", "forbidden_key", "duplicate_input", "no_model",
-    "model_unavailable",
+    "model_unavailable", "decoder_crashed",
 )  # fmt: skip
 
 
@@ -101,7 +102,13 @@ class _Fetched:
 
 
 def _fetch_and_decode(
-    store: Store, item: Item, *, allowed_prefixes: Sequence[str], max_bytes: int, max_pixels: int
+    store: Store,
+    item: Item,
+    *,
+    allowed_prefixes: Sequence[str],
+    max_bytes: int,
+    max_pixels: int,
+    isolate: bool = False,
 ) -> _Fetched:
     if item.duplicate_of is not None:
         return _Fetched(
@@ -127,9 +134,14 @@ def _fetch_and_decode(
     except ObjectTooLarge as err:
         return _Fetched(item, row=_error(item, "too_large", str(err)))
     try:
+        if isolate:
+            return _Fetched(item, *decode_in_child(data, max_pixels=max_pixels))
         decoded = models.decode_image(data, max_pixels=max_pixels)
     except models.ImageError as err:
         return _Fetched(item, row=_error(item, err.kind, str(err)))
+    except DecoderCrashed as err:
+        log.error("%s: %s", item.key, err)
+        return _Fetched(item, row=_error(item, "decoder_crashed", str(err)))
     return _Fetched(item, decoded.image, models.assess_quality(decoded), decoded.original_size)
 
 
@@ -189,12 +201,16 @@ def score_batch(
     fetch_nice: int = 0,
     chunk: int = 16,
     min_chunk: int = 4,
+    isolate_decoding: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows for ``items`` in input order; downloads/decodes overlap with inference.
 
     Images go to the model in chunks of up to ``chunk``; once ``min_chunk`` are decoded and the
     next one is not, they go at once rather than leave the model idle. The ``threads`` fetch
     threads run ``fetch_nice`` steps nicer than the caller (see :func:`lower_thread_priority`).
+    ``isolate_decoding`` decodes each image in a child process
+    (:func:`~workers.isolated_decode.decode_in_child`): slower, but a crashing decoder costs one
+    error row, not the worker.
     """
     pool = _fetch_pool(threads, fetch_nice)
     futures: list[Future[_Fetched]] = [
@@ -205,6 +221,7 @@ def score_batch(
             allowed_prefixes=allowed_prefixes,
             max_bytes=max_bytes,
             max_pixels=max_pixels,
+            isolate=isolate_decoding,
         )  # fmt: skip
         for it in items
     ]

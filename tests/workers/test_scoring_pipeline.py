@@ -190,3 +190,23 @@ def test_score_worker_shortens_the_gil_switch_interval_when_it_loads_a_model(env
     finally:
         sys.setswitchinterval(before)
         torch.set_num_threads(threads)
+
+
+def test_isolated_decoding_gives_the_same_rows_and_error_kinds():
+    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(64 + 8 * i, 48)) for i in range(6)}
+    objects["uploads/text.jpg"] = b"a note, not an image"
+    objects["uploads/empty.jpg"] = b""
+    items = [Item(k, k) for k in objects]
+    in_process = _score(_Store(objects), items, _Predictor(), threads=2)
+    isolated = _score(_Store(objects), items, _Predictor(), threads=2, isolate_decoding=True)
+    assert isolated == in_process
+    assert [r.get("error_kind") for r in isolated] == [None] * 6 + ["not_an_image", "empty"]
+
+
+def test_a_child_decoder_that_runs_too_long_is_killed_and_reported():
+    from workers.isolated_decode import DecoderCrashed, decode_in_child
+
+    image, quality, size = decode_in_child(good_jpeg(1, size=(320, 240)), max_pixels=10**8)
+    assert (image.mode, size) == ("RGB", (320, 240)) and quality
+    with pytest.raises(DecoderCrashed, match="did not finish in 0.001 s"):
+        decode_in_child(good_jpeg(2, size=(2000, 1500)), max_pixels=10**8, timeout_s=0.001)

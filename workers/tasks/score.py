@@ -128,16 +128,26 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
     """The body of ``score.batch``; also run inline by ``plan`` for one-batch jobs."""
     settings = get_settings()
     st, r = store(), redis_client()
-    rows = score_batch(
-        st,
-        [Item.from_dict(d) for d in items],
-        model=current_model,
-        allowed_prefixes=settings.score_prefix_list,
-        max_bytes=settings.max_upload_bytes,
-        max_pixels=settings.max_image_pixels,
-        threads=settings.score_prefetch_threads,
-        fetch_nice=settings.score_fetch_nice,
-    )
+    died = jobs.start_batch_run(r, job_id, index)
+    if died:
+        # A worker died while running this batch: perhaps a decoder crashed on one of its files.
+        # Decode each image in a child process, so such a file ends as an error row.
+        log.warning("batch %s/%s: %d earlier run(s) died; decoding in child processes",
+                    job_id, index, died)  # fmt: skip
+    try:
+        rows = score_batch(
+            st,
+            [Item.from_dict(d) for d in items],
+            model=current_model,
+            allowed_prefixes=settings.score_prefix_list,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            threads=settings.score_prefetch_threads,
+            fetch_nice=settings.score_fetch_nice,
+            isolate_decoding=died > 0,
+        )
+    finally:
+        jobs.end_batch_run(r, job_id, index)
     for row in rows:
         row["batch"] = index
     write_part(st, job_id, index, rows)

@@ -1,0 +1,109 @@
+"""Fault: an upload makes the image decoder crash the process (a segfault Python cannot catch).
+
+The first worker dies on it, with both batches it was running. They come back after the visibility
+timeout; the worker that takes them sees that an earlier run never ended
+(``jobs.start_batch_run``) and decodes each image in a child process. The child decoding the file
+dies instead of the worker: that upload ends as a ``decoder_crashed`` error row, every other as an
+ok row, and the worker goes on to the next job on its fast path.
+
+The crash is real: ``crashing_decoder/sitecustomize.py`` (on the workers' ``PYTHONPATH`` only)
+makes the JPEG decoder SIGSEGV its process on a file carrying a marker.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.faults._support import (
+    assert_one_row_per_input,
+    part_count,
+    sample_jpeg,
+    upload_samples,
+    wait_for,
+    wait_job,
+)
+from tests.faults.conftest import base_env, bound
+from tests.workers.helpers import publish_tiny_champion
+
+pytestmark = pytest.mark.integration
+
+HOOK = Path(__file__).parent / "crashing_decoder"
+MARKER = b"birthmark-test: this file crashes the decoder"
+N_INPUTS = 8
+BATCH = 4
+
+
+def _with_comment(jpeg: bytes, text: bytes) -> bytes:
+    """``jpeg`` with a COM segment carrying ``text`` right after the start-of-image marker."""
+    assert jpeg[:2] == b"\xff\xd8"
+    return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
+
+
+def test_a_file_that_crashes_the_decoder_costs_one_row_not_the_workers(
+    tmp_path, private_redis, workers
+):
+    from workers import results
+    from workers.runtime import store
+    from workers.submit import submit_scoring
+
+    env = base_env(
+        tmp_path,
+        private_redis.url,
+        BIRTHMARK_SCORE_BATCH_SIZE=str(BATCH),
+        BIRTHMARK_VISIBILITY_TIMEOUT_S="4",
+    )
+    worker_env = {**env, "PYTHONPATH": str(HOOK)}
+    with bound(env):
+        st = store()
+        publish_tiny_champion(st)
+        keys = upload_samples(st, "crash", N_INPUTS - 1)
+        poison = "uploads/crash/poison.jpg"
+        st.put(poison, _with_comment(sample_jpeg(99), MARKER))
+        keys.insert(5, poison)  # in the second batch
+
+        first = workers.start(worker_env)
+        job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
+        wait_for(lambda: first.proc.poll() is not None, timeout=60, what="the first worker to die")
+        assert first.proc.returncode == -signal.SIGSEGV, first.output()[-2000:]
+        unfinished = N_INPUTS // BATCH - part_count(st, job_id)  # the poison's batch at least
+
+        second = workers.start(worker_env)
+        job = wait_job(job_id, timeout=120)
+        assert job["status"] == "done", job
+        rows = list(results.read_rows(st, job_id))
+        assert_one_row_per_input(rows, keys)
+        by_key = {row["key"]: row for row in rows}
+        crashed = by_key.pop(poison)
+        assert (crashed["status"], crashed["error_kind"]) == ("error", "decoder_crashed")
+        assert "SIGSEGV" in crashed["message"]
+        assert all(row["status"] == "ok" for row in by_key.values()), by_key
+        assert (job["done"], job["errors"]) == (N_INPUTS, 1)
+        assert "decoding in child processes" in second.output()
+        assert second.proc.poll() is None, "the second worker died too"
+
+        # The batch counters are settled: the next job on this worker runs on the fast path.
+        again = [k for k in keys if k != poison]
+        next_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in again])
+        assert wait_job(next_id, timeout=60)["status"] == "done"
+        next_rows = list(results.read_rows(st, next_id))
+        assert all(row["status"] == "ok" for row in next_rows)
+        assert second.output().count("decoding in child processes") == unfinished
+
+
+def test_runs_of_a_batch_that_never_ended_are_counted(redis_server):
+    from workers import jobs
+
+    r = redis.Redis.from_url(redis_server.url)
+    job_id = f"score-{uuid.uuid4().hex[:8]}"
+    assert jobs.start_batch_run(r, job_id, 0) == 0
+    jobs.end_batch_run(r, job_id, 0)
+    assert jobs.start_batch_run(r, job_id, 0) == 0  # an ended run leaves nothing behind
+    # ... and this one dies without ending: the redelivery sees it, other batches do not.
+    assert jobs.start_batch_run(r, job_id, 0) == 1
+    assert jobs.start_batch_run(r, job_id, 1) == 0
+    assert 0 < r.ttl(f"birthmark:job:{job_id}:batch:0:runs") <= 7 * 24 * 3600

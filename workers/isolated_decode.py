@@ -1,0 +1,100 @@
+"""Decode one upload in a child process: a decoder that crashes kills the child, not the worker.
+
+Pillow, libjpeg-turbo, libwebp and libheif are C code; a crafted file that makes one of them crash
+would take the whole worker with it, and the batch, redelivered, would take the next worker too.
+A batch whose earlier run died (:func:`workers.jobs.start_batch_run`) therefore decodes each image
+in a child of its own: the file that crashes its child becomes a ``decoder_crashed`` error row.
+
+Children fork from a forkserver that has imported :mod:`models` once (a fork, not a torch import,
+per image); where there is no forkserver they are spawned.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from typing import Any
+
+from PIL import Image
+
+__all__ = ["DecoderCrashed", "decode_in_child"]
+
+DEFAULT_TIMEOUT_S = 60.0
+
+_context: Any = None
+_context_lock = threading.Lock()
+
+
+class DecoderCrashed(RuntimeError):
+    """The child decoding an image died (a signal, an abort) or did not answer in time."""
+
+
+def _mp_context():
+    global _context
+    with _context_lock:
+        if _context is None:
+            method = (
+                "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            )
+            _context = multiprocessing.get_context(method)
+            if method == "forkserver":
+                _context.set_forkserver_preload(["models"])
+        return _context
+
+
+def _decode(conn, data: bytes, max_pixels: int) -> None:
+    """The child: decode, assess quality, send the outcome back."""
+    import models
+
+    models.set_threads(1)
+    try:
+        decoded = models.decode_image(data, max_pixels=max_pixels)
+        conn.send(("ok", decoded.image, models.assess_quality(decoded), decoded.original_size))
+    except models.ImageError as err:
+        conn.send(("error", err.kind, str(err)))
+    finally:
+        conn.close()
+
+
+def _describe(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def decode_in_child(
+    data: bytes, *, max_pixels: int, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[Image.Image, str, tuple[int, int]]:
+    """``(image, quality, original size)`` decoded in a fresh child process.
+
+    Raises :class:`models.ImageError` as :func:`models.decode_image` does, and
+    :class:`DecoderCrashed` when the child dies or takes longer than ``timeout_s``.
+    """
+    import models
+
+    ctx = _mp_context()
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_decode, args=(sender, data, max_pixels), name="decode")
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout_s):
+            child.kill()
+            child.join()
+            raise DecoderCrashed(f"the decoder did not finish in {timeout_s:g} s")
+        try:
+            outcome = receiver.recv()
+        except EOFError:  # the child died before it answered
+            child.join()
+            raise DecoderCrashed(f"the decoder crashed ({_describe(child.exitcode)})") from None
+    finally:
+        receiver.close()
+    child.join()
+    if outcome[0] == "error":
+        raise models.ImageError(outcome[1], outcome[2])
+    _, image, quality, size = outcome
+    return image, quality, size
