@@ -153,6 +153,16 @@ def complete_batch(r: redis.Redis, job_id: str, batch: int, *, rows: int, errors
 
 
 _RUN_TTL_S = 7 * 24 * 3600
+# One round trip each: count a batch run in, and out (the key goes when no run is left).
+_START_RUN = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return n
+"""
+_END_RUN = """
+if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def start_batch_run(r: redis.Redis, job_id: str, batch: int) -> int:
@@ -162,18 +172,12 @@ def start_batch_run(r: redis.Redis, job_id: str, batch: int) -> int:
     crashed the process); the redelivered batch can then decode in child processes.
     """
     key = f"{_PREFIX}{job_id}:batch:{batch}:runs"
-    with r.pipeline() as pipe:
-        pipe.incr(key)
-        pipe.expire(key, _RUN_TTL_S)
-        started, _ = pipe.execute()
-    return int(started) - 1
+    return int(r.register_script(_START_RUN)(keys=[key], args=[_RUN_TTL_S])) - 1
 
 
 def end_batch_run(r: redis.Redis, job_id: str, batch: int) -> None:
     """The run counted by :func:`start_batch_run` ended (scored, or failed and will retry)."""
-    key = f"{_PREFIX}{job_id}:batch:{batch}:runs"
-    if r.decr(key) <= 0:
-        r.delete(key)
+    r.register_script(_END_RUN)(keys=[f"{_PREFIX}{job_id}:batch:{batch}:runs"])
 
 
 def acquire_lock(r: redis.Redis, name: str, owner: str, *, ttl_s: int) -> bool:

@@ -100,10 +100,12 @@ def test_runs_of_a_batch_that_never_ended_are_counted(redis_server):
 
     r = redis.Redis.from_url(redis_server.url)
     job_id = f"score-{uuid.uuid4().hex[:8]}"
+    key = f"birthmark:job:{job_id}:batch:0:runs"
     assert jobs.start_batch_run(r, job_id, 0) == 0
     jobs.end_batch_run(r, job_id, 0)
-    assert jobs.start_batch_run(r, job_id, 0) == 0  # an ended run leaves nothing behind
+    assert not r.exists(key)  # an ended run leaves nothing behind
+    assert jobs.start_batch_run(r, job_id, 0) == 0
     # ... and this one dies without ending: the redelivery sees it, other batches do not.
     assert jobs.start_batch_run(r, job_id, 0) == 1
     assert jobs.start_batch_run(r, job_id, 1) == 0
-    assert 0 < r.ttl(f"birthmark:job:{job_id}:batch:0:runs") <= 7 * 24 * 3600
+    assert 0 < r.ttl(key) <= 7 * 24 * 3600
