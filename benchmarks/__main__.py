@@ -30,6 +30,8 @@ TRAIN_PX = models.TrainConfig().image_size  # the default training resolution
 ROWS = (
     "e2e 1024x768",
     "e2e 4000x3000",
+    "S3 in process 1024x768",
+    "S3 in process 4000x3000",
     "latency p50",
     "latency p95",
     "requests per image",
@@ -88,6 +90,17 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
             rows.append(row)
             if name == "e2e 1024x768":
                 one_worker = r["queued"]
+        for size, blobs in (("1024x768", small), ("4000x3000", large)):
+            # Where the e2e loss comes from: the same in-process call reading from the S3 server.
+            r = e2e.transport(stack, blobs, repeats=args.repeats)
+            log(f"S3 in process {size}: {r}")
+            row = Row(
+                f"S3 in process {size}",
+                f"{r['s3']:.1f} img/s",
+                f"{r['bare']:.1f} img/s",
+                f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})",
+            )
+            rows.append(row)
         lat = e2e.latency(stack, small[0], n=args.latency_n)
         log(f"latency: {lat}")
         rows.append(Row("latency p50", f"{lat['p50'] * 1000:.0f} ms"))

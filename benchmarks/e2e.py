@@ -20,7 +20,16 @@ import models
 from benchmarks._stack import RedisServer, S3Server, Worker, reset_caches
 from benchmarks._timing import percentile, side_by_side
 
-__all__ = ["Stack", "bare_runner", "compare", "latency", "request_counts", "scoring_stack"]
+__all__ = [
+    "Stack",
+    "bare_runner",
+    "compare",
+    "latency",
+    "request_counts",
+    "scoring_stack",
+    "store_runner",
+    "transport",
+]
 
 # What `birthmark train` writes into a card by default: the input size and test-time flips (four
 # forward passes per image at 112 px: the FLOPs of one pass at 224 px).
@@ -155,19 +164,29 @@ def _restore_env(saved: dict[str, str]) -> None:
 
 def bare_runner(blobs: list[bytes]) -> Callable[[], None]:
     """The worker's own ``score_batch`` + champion, in process, bytes from memory: one call."""
+    objects = {f"uploads/bare/{i:05d}.jpg": data for i, data in enumerate(blobs)}
+    return _in_process(MemoryStore(objects), list(objects))
+
+
+def store_runner(keys: list[str]) -> Callable[[], None]:
+    """The same in-process call reading ``keys`` from the stack's S3 server: no queue or worker."""
+    from workers.runtime import store
+
+    return _in_process(store(), keys)
+
+
+def _in_process(source, keys: list[str]) -> Callable[[], None]:
     from workers.scoring import Item, score_batch
     from workers.settings import get_settings
     from workers.tasks.score import current_model
 
     settings = get_settings()
     scoring = current_model()  # loads the champion from S3 exactly as the worker does
-    objects = {f"uploads/bare/{i:05d}.jpg": data for i, data in enumerate(blobs)}
-    items = [Item(key, key) for key in objects]
-    mem = MemoryStore(objects)
+    items = [Item(key, key) for key in keys]
 
     def run() -> None:
         rows = score_batch(
-            mem,
+            source,
             items,
             model=lambda: scoring,
             allowed_prefixes=settings.score_prefix_list,
@@ -180,6 +199,21 @@ def bare_runner(blobs: list[bytes]) -> Callable[[], None]:
             raise RuntimeError(f"bare scoring failed: {rows[:2]}")
 
     return run
+
+
+def transport(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str, float]:
+    """The bare path over the S3 server next to it over memory: the store's share of the e2e loss.
+
+    Same process, same ``score_batch``, no queue: what is left between this ratio and the e2e
+    one is Celery, Redis and the worker process.
+    """
+    keys = stack.upload(blobs)
+    rounds: list[float] = []
+    bare, s3, ratio = side_by_side(
+        bare_runner(blobs), store_runner(keys), len(blobs), repeats=repeats, rounds=rounds
+    )
+    return {"bare": bare, "s3": s3, "ratio": ratio, "ratio_min": min(rounds),
+            "ratio_max": max(rounds)}  # fmt: skip
 
 
 def compare(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str, float]:
