@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,14 @@ import models
 from workers.isolated_decode import DecoderCrashed, decode_in_child
 from workers.store import InvalidKey, ObjectMissing, ObjectTooLarge, Store, validate_key
 
-__all__ = ["Item", "ModelUnavailable", "ScoringModel", "score_batch", "load_scoring_model"]
+__all__ = [
+    "DecoderHung",
+    "Item",
+    "ModelUnavailable",
+    "ScoringModel",
+    "score_batch",
+    "load_scoring_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,10 @@ ERROR_KINDS = (
 
 class ModelUnavailable(RuntimeError):
     """The champion cannot be loaded (checksum mismatch, missing card or weights)."""
+
+
+class DecoderHung(RuntimeError):
+    """An image was not fetched and decoded in time; its thread cannot be stopped, only left."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,7 @@ def _fetch_and_decode(
     max_bytes: int,
     max_pixels: int,
     isolate: bool = False,
+    child_timeout_s: float | None = None,
 ) -> _Fetched:
     if item.duplicate_of is not None:
         return _Fetched(
@@ -135,7 +148,8 @@ def _fetch_and_decode(
         return _Fetched(item, row=_error(item, "too_large", str(err)))
     try:
         if isolate:
-            return _Fetched(item, *decode_in_child(data, max_pixels=max_pixels))
+            timeout = {} if child_timeout_s is None else {"timeout_s": child_timeout_s}
+            return _Fetched(item, *decode_in_child(data, max_pixels=max_pixels, **timeout))
         decoded = models.decode_image(data, max_pixels=max_pixels)
     except models.ImageError as err:
         return _Fetched(item, row=_error(item, err.kind, str(err)))
@@ -189,6 +203,17 @@ def _fetch_pool(threads: int, nice: int = 0) -> ThreadPoolExecutor:
         return _pool
 
 
+def _discard_fetch_pool(pool: ThreadPoolExecutor) -> None:
+    """Make a new pool on next use; idle threads of ``pool`` exit, a stuck one stays."""
+    global _pool, _pool_key
+    with _pool_lock:
+        if _pool is pool:
+            _pool, _pool_key = None, None
+    # Not cancel_futures: the other batch task of this worker may have images queued in it.
+    pool.shutdown(wait=False)
+    log.critical("a fetch/decode thread is stuck; restart this worker to reclaim it")
+
+
 def score_batch(
     store: Store,
     items: Sequence[Item],
@@ -202,6 +227,7 @@ def score_batch(
     chunk: int = 16,
     min_chunk: int = 4,
     isolate_decoding: bool = False,
+    hang_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for ``items`` in input order; downloads/decodes overlap with inference.
 
@@ -210,7 +236,9 @@ def score_batch(
     threads run ``fetch_nice`` steps nicer than the caller (see :func:`lower_thread_priority`).
     ``isolate_decoding`` decodes each image in a child process
     (:func:`~workers.isolated_decode.decode_in_child`): slower, but a crashing decoder costs one
-    error row, not the worker.
+    error row, not the worker. ``hang_s`` bounds the wait for each image: past it, in process,
+    :class:`DecoderHung` is raised (the stuck thread is left behind and the pool replaced); in a
+    child, the child is killed and the image gets a ``decoder_crashed`` row.
     """
     pool = _fetch_pool(threads, fetch_nice)
     futures: list[Future[_Fetched]] = [
@@ -222,11 +250,16 @@ def score_batch(
             max_bytes=max_bytes,
             max_pixels=max_pixels,
             isolate=isolate_decoding,
+            child_timeout_s=hang_s,
         )  # fmt: skip
         for it in items
     ]
+    wait_s = None if isolate_decoding else hang_s  # a child's own timeout bounds the wait there
     try:
-        return _score_fetched(futures, model=model, chunk=chunk, min_chunk=min_chunk)
+        return _score_fetched(futures, model=model, chunk=chunk, min_chunk=min_chunk, wait_s=wait_s)
+    except DecoderHung:
+        _discard_fetch_pool(pool)  # later batches get threads that are not stuck
+        raise
     finally:
         for fut in futures:  # on a retried failure, do not fetch for a batch that is gone
             fut.cancel()
@@ -238,6 +271,7 @@ def _score_fetched(
     model: Callable[[], ScoringModel | None],
     chunk: int,
     min_chunk: int,
+    wait_s: float | None = None,
 ) -> list[dict[str, Any]]:
     unavailable = None
     try:
@@ -284,7 +318,13 @@ def _score_fetched(
 
     i, n = 0, len(futures)
     while i < n:
-        fetched = futures[i].result()  # StoreUnavailable propagates: the task retries the batch
+        try:
+            # StoreUnavailable propagates: the task retries the batch.
+            fetched = futures[i].result(timeout=wait_s)
+        except FutureTimeout:
+            raise DecoderHung(
+                f"image {i} of the batch not fetched and decoded after {wait_s:g} s"
+            ) from None
         i += 1
         if fetched.row is not None:
             flush()  # keep rows in input order

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         "is left to the fetch/decode threads (on 2 cores, 1 thread scored 1.3-1.8x faster than 2).",
     )
 
+    score_decode_hang_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="An image not fetched and decoded this long after the batch waits for it "
+        "counts as a hung decoder: the batch is retried with each image decoded in a child "
+        "process, killed after as long. Above the S3 client's retries (4 x 30 s read timeout).",
+    )
     score_fetch_nice: int = Field(
         default=10,
         ge=0,

@@ -1,4 +1,5 @@
-"""Fault: an upload makes the image decoder crash the process (a segfault Python cannot catch).
+"""Fault: an upload makes the image decoder crash the process (a segfault Python cannot catch), or
+never return.
 
 The first worker dies on it, with both batches it was running. They come back after the visibility
 timeout; the worker that takes them sees that an earlier run never ended
@@ -6,8 +7,12 @@ timeout; the worker that takes them sees that an earlier run never ended
 dies instead of the worker: that upload ends as a ``decoder_crashed`` error row, every other as an
 ok row, and the worker goes on to the next job on its fast path.
 
-The crash is real: ``crashing_decoder/sitecustomize.py`` (on the workers' ``PYTHONPATH`` only)
-makes the JPEG decoder SIGSEGV its process on a file carrying a marker.
+A decoder that never returns does not kill the worker; after ``BIRTHMARK_SCORE_DECODE_HANG_S`` the
+batch gives up on it (``DecoderHung``), leaves the stuck thread behind, and is retried the same way:
+in child processes, where the child that hangs is killed after as long.
+
+The faults are real: ``crashing_decoder/sitecustomize.py`` (on the workers' ``PYTHONPATH`` only)
+makes the JPEG decoder SIGSEGV its process on a file carrying one marker and hang on another.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ pytestmark = pytest.mark.integration
 
 HOOK = Path(__file__).parent / "crashing_decoder"
 MARKER = b"birthmark-test: this file crashes the decoder"
+HANG_MARKER = b"birthmark-test: this file hangs the decoder"
 N_INPUTS = 8
 BATCH = 4
 
@@ -93,6 +99,50 @@ def test_a_file_that_crashes_the_decoder_costs_one_row_not_the_workers(
         next_rows = list(results.read_rows(st, next_id))
         assert all(row["status"] == "ok" for row in next_rows)
         assert second.output().count("decoding in child processes") == unfinished
+
+
+def test_a_file_that_hangs_the_decoder_costs_one_row_and_no_worker(
+    tmp_path, private_redis, workers
+):
+    from workers import results
+    from workers.runtime import store
+    from workers.submit import submit_scoring
+
+    env = base_env(
+        tmp_path,
+        private_redis.url,
+        BIRTHMARK_SCORE_BATCH_SIZE=str(BATCH),
+        BIRTHMARK_SCORE_DECODE_HANG_S="3",
+    )
+    with bound(env):
+        st = store()
+        publish_tiny_champion(st)
+        keys = upload_samples(st, "hang", N_INPUTS - 1)
+        stuck = "uploads/hang/stuck.jpg"
+        st.put(stuck, _with_comment(sample_jpeg(98), HANG_MARKER))
+        keys.insert(2, stuck)  # in the first batch
+
+        worker = workers.start({**env, "PYTHONPATH": str(HOOK)})
+        job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
+        job = wait_job(job_id, timeout=90)
+        assert job["status"] == "done", job
+        rows = list(results.read_rows(st, job_id))
+        assert_one_row_per_input(rows, keys)
+        by_key = {row["key"]: row for row in rows}
+        hung = by_key.pop(stuck)
+        assert (hung["status"], hung["error_kind"]) == ("error", "decoder_crashed")
+        assert "did not finish in 3 s" in hung["message"]
+        assert all(row["status"] == "ok" for row in by_key.values()), by_key
+        log = worker.output()
+        assert "a decoder hung; retrying in child processes" in log
+        assert "fetch/decode thread is stuck" in log
+        assert worker.proc.poll() is None
+
+        # The stuck thread stays behind, but the worker has a fresh pool for the next job.
+        again = [k for k in keys if k != stuck]
+        next_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in again])
+        assert wait_job(next_id, timeout=60)["status"] == "done"
+        assert all(row["status"] == "ok" for row in results.read_rows(st, next_id))
 
 
 def test_runs_of_a_batch_that_never_ended_are_counted(redis_server):

@@ -210,3 +210,57 @@ def test_a_child_decoder_that_runs_too_long_is_killed_and_reported():
     assert (image.mode, size) == ("RGB", (320, 240)) and quality
     with pytest.raises(DecoderCrashed, match="did not finish in 0.001 s"):
         decode_in_child(good_jpeg(2, size=(2000, 1500)), max_pixels=10**8, timeout_s=0.001)
+
+
+class _HeldStore(_Store):
+    """Holds each get of a key in ``held`` until ``release`` is set; ``entered`` says one began."""
+
+    def __init__(self, objects, held: set[str], release: threading.Event) -> None:
+        super().__init__(objects)
+        self.held, self.release, self.entered = held, release, threading.Event()
+
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        if key in self.held:
+            self.entered.set()
+            self.release.wait(30)
+        return super().get(key, max_bytes=max_bytes)
+
+
+def test_an_image_that_never_arrives_raises_decoder_hung_and_spares_the_other_batch():
+    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(64 + i, 48)) for i in range(12)}
+    keys = list(objects)
+    stuck, gate = threading.Event(), threading.Event()
+    hung_store = _HeldStore(objects, {keys[1]}, stuck)  # never arrives (until cleanup)
+    other_store = _HeldStore(objects, {keys[6]}, gate)
+    old_pool = scoring._fetch_pool(2)
+    outcome: dict = {}
+
+    def run(name, store, items, **kwargs):
+        try:
+            outcome[name] = _score(store, items, _Predictor(), threads=2, **kwargs)
+        except Exception as err:  # noqa: BLE001 - handed to the asserts below
+            outcome[name] = err
+
+    first, second = [Item(k, k) for k in keys[:6]], [Item(k, k) for k in keys[6:]]
+    hung = threading.Thread(target=run, args=("hung", hung_store, first), kwargs={"hang_s": 1})
+    other = threading.Thread(target=run, args=("other", other_store, second))
+    try:
+        hung.start()
+        assert hung_store.entered.wait(10)  # one thread is stuck on image 1
+        other.start()
+        # The other thread took the other batch's first image (after the hung batch's rest): the
+        # other batch's remaining five are queued in the pool when the hung batch gives up.
+        assert other_store.entered.wait(10)
+        hung.join(10)
+        assert isinstance(outcome["hung"], scoring.DecoderHung), outcome
+        assert "image 1 of the batch not fetched and decoded after 1 s" in str(outcome["hung"])
+        assert scoring._fetch_pool(2) is not old_pool  # later batches get fresh threads
+        gate.set()
+        other.join(10)
+        # Replacing the pool did not cancel the other batch's queued images.
+        assert [row["status"] for row in outcome["other"]] == ["ok"] * 6
+    finally:
+        stuck.set()
+        gate.set()
+        hung.join(10)
+        other.join(10)

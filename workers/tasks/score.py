@@ -17,7 +17,7 @@ from workers import jobs, registry
 from workers.app import app
 from workers.results import read_rows, summarize_rows, write_part, write_summary
 from workers.runtime import redis_client, store
-from workers.scoring import Item, ScoringModel, load_scoring_model, score_batch
+from workers.scoring import DecoderHung, Item, ScoringModel, load_scoring_model, score_batch
 from workers.settings import get_settings
 from workers.submit import request_key, submit_scoring
 from workers.tasks._base import TRANSIENT, JobTask
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 _settings = get_settings()
 _RETRY = {
-    "autoretry_for": TRANSIENT,
+    # A hung decoder too: the retry decodes in child processes (see score_and_record).
+    "autoretry_for": (*TRANSIENT, DecoderHung),
     "retry_backoff": 2,
     "retry_backoff_max": 30,
     "retry_jitter": True,
@@ -130,9 +131,9 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
     st, r = store(), redis_client()
     died = jobs.start_batch_run(r, job_id, index)
     if died:
-        # A worker died while running this batch: perhaps a decoder crashed on one of its files.
-        # Decode each image in a child process, so such a file ends as an error row.
-        log.warning("batch %s/%s: %d earlier run(s) died; decoding in child processes",
+        # A worker died while running this batch, or a decoder hung in it: perhaps on one of its
+        # files. Decode each image in a child process, so such a file ends as an error row.
+        log.warning("batch %s/%s: %d earlier run(s) died or hung; decoding in child processes",
                     job_id, index, died)  # fmt: skip
     try:
         rows = score_batch(
@@ -145,9 +146,15 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
             threads=settings.score_prefetch_threads,
             fetch_nice=settings.score_fetch_nice,
             isolate_decoding=died > 0,
+            hang_s=settings.score_decode_hang_s,
         )
-    finally:
+    except DecoderHung:
+        log.error("batch %s/%s: a decoder hung; retrying in child processes", job_id, index)
+        raise  # the run stays counted as not ended
+    except BaseException:
         jobs.end_batch_run(r, job_id, index)
+        raise
+    jobs.end_batch_run(r, job_id, index)
     for row in rows:
         row["batch"] = index
     write_part(st, job_id, index, rows)
