@@ -50,10 +50,42 @@ def _with_comment(jpeg: bytes, text: bytes) -> bytes:
     return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
 
 
+def _upload_with_bad_file(st, name: str, marker: bytes, at: int) -> tuple[list[str], str]:
+    """Sample uploads with one marked file at position ``at``; returns (keys, the file's key)."""
+    publish_tiny_champion(st)
+    keys = upload_samples(st, name, N_INPUTS - 1)
+    bad = f"uploads/{name}/bad.jpg"
+    st.put(bad, _with_comment(sample_jpeg(99), marker))
+    keys.insert(at, bad)
+    return keys, bad
+
+
+def _assert_one_decoder_crashed_row(st, job: dict, keys: list[str], bad: str, says: str) -> None:
+    from workers import results
+
+    assert job["status"] == "done", job
+    rows = list(results.read_rows(st, job["id"]))
+    assert_one_row_per_input(rows, keys)
+    by_key = {row["key"]: row for row in rows}
+    row = by_key.pop(bad)
+    assert (row["status"], row["error_kind"]) == ("error", "decoder_crashed")
+    assert says in row["message"]
+    assert all(row["status"] == "ok" for row in by_key.values()), by_key
+    assert (job["done"], job["errors"]) == (len(keys), 1)
+
+
+def _next_job_is_all_ok(st, keys: list[str], bad: str) -> None:
+    from workers import results
+    from workers.submit import submit_scoring
+
+    job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys if k != bad])
+    assert wait_job(job_id, timeout=60)["status"] == "done"
+    assert all(row["status"] == "ok" for row in results.read_rows(st, job_id))
+
+
 def test_a_file_that_crashes_the_decoder_costs_one_row_not_the_workers(
     tmp_path, private_redis, workers
 ):
-    from workers import results
     from workers.runtime import store
     from workers.submit import submit_scoring
 
@@ -66,11 +98,7 @@ def test_a_file_that_crashes_the_decoder_costs_one_row_not_the_workers(
     worker_env = {**env, "PYTHONPATH": str(HOOK)}
     with bound(env):
         st = store()
-        publish_tiny_champion(st)
-        keys = upload_samples(st, "crash", N_INPUTS - 1)
-        poison = "uploads/crash/poison.jpg"
-        st.put(poison, _with_comment(sample_jpeg(99), MARKER))
-        keys.insert(5, poison)  # in the second batch
+        keys, poison = _upload_with_bad_file(st, "crash", MARKER, at=5)  # in the second batch
 
         first = workers.start(worker_env)
         job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
@@ -79,32 +107,18 @@ def test_a_file_that_crashes_the_decoder_costs_one_row_not_the_workers(
         unfinished = N_INPUTS // BATCH - part_count(st, job_id)  # the poison's batch at least
 
         second = workers.start(worker_env)
-        job = wait_job(job_id, timeout=120)
-        assert job["status"] == "done", job
-        rows = list(results.read_rows(st, job_id))
-        assert_one_row_per_input(rows, keys)
-        by_key = {row["key"]: row for row in rows}
-        crashed = by_key.pop(poison)
-        assert (crashed["status"], crashed["error_kind"]) == ("error", "decoder_crashed")
-        assert "SIGSEGV" in crashed["message"]
-        assert all(row["status"] == "ok" for row in by_key.values()), by_key
-        assert (job["done"], job["errors"]) == (N_INPUTS, 1)
+        _assert_one_decoder_crashed_row(st, wait_job(job_id, timeout=120), keys, poison, "SIGSEGV")
         assert "decoding in child processes" in second.output()
         assert second.proc.poll() is None, "the second worker died too"
 
         # The batch counters are settled: the next job on this worker runs on the fast path.
-        again = [k for k in keys if k != poison]
-        next_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in again])
-        assert wait_job(next_id, timeout=60)["status"] == "done"
-        next_rows = list(results.read_rows(st, next_id))
-        assert all(row["status"] == "ok" for row in next_rows)
+        _next_job_is_all_ok(st, keys, poison)
         assert second.output().count("decoding in child processes") == unfinished
 
 
 def test_a_file_that_hangs_the_decoder_costs_one_row_and_no_worker(
     tmp_path, private_redis, workers
 ):
-    from workers import results
     from workers.runtime import store
     from workers.submit import submit_scoring
 
@@ -116,33 +130,19 @@ def test_a_file_that_hangs_the_decoder_costs_one_row_and_no_worker(
     )
     with bound(env):
         st = store()
-        publish_tiny_champion(st)
-        keys = upload_samples(st, "hang", N_INPUTS - 1)
-        stuck = "uploads/hang/stuck.jpg"
-        st.put(stuck, _with_comment(sample_jpeg(98), HANG_MARKER))
-        keys.insert(2, stuck)  # in the first batch
+        keys, stuck = _upload_with_bad_file(st, "hang", HANG_MARKER, at=2)  # in the first batch
 
         worker = workers.start({**env, "PYTHONPATH": str(HOOK)})
         job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
         job = wait_job(job_id, timeout=90)
-        assert job["status"] == "done", job
-        rows = list(results.read_rows(st, job_id))
-        assert_one_row_per_input(rows, keys)
-        by_key = {row["key"]: row for row in rows}
-        hung = by_key.pop(stuck)
-        assert (hung["status"], hung["error_kind"]) == ("error", "decoder_crashed")
-        assert "did not finish in 3 s" in hung["message"]
-        assert all(row["status"] == "ok" for row in by_key.values()), by_key
+        _assert_one_decoder_crashed_row(st, job, keys, stuck, "did not finish in 3 s")
         log = worker.output()
         assert "a decoder hung; retrying in child processes" in log
         assert "fetch/decode thread is stuck" in log
         assert worker.proc.poll() is None
 
         # The stuck thread stays behind, but the worker has a fresh pool for the next job.
-        again = [k for k in keys if k != stuck]
-        next_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in again])
-        assert wait_job(next_id, timeout=60)["status"] == "done"
-        assert all(row["status"] == "ok" for row in results.read_rows(st, next_id))
+        _next_job_is_all_ok(st, keys, stuck)
 
 
 def test_runs_of_a_batch_that_never_ended_are_counted(redis_server):
