@@ -201,19 +201,25 @@ def _in_process(source, keys: list[str]) -> Callable[[], None]:
     return run
 
 
+def _against_bare(
+    blobs: list[bytes], name: str, run: Callable[[], object], repeats: int
+) -> dict[str, float]:
+    """``run`` beside the bare path on ``blobs``: both rates, the ratio and its spread."""
+    rounds: list[float] = []
+    bare, rate, ratio = side_by_side(
+        bare_runner(blobs), run, len(blobs), repeats=repeats, rounds=rounds
+    )
+    return {"bare": bare, name: rate, "ratio": ratio, "ratio_min": min(rounds),
+            "ratio_max": max(rounds)}  # fmt: skip
+
+
 def transport(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str, float]:
     """The bare path over the S3 server next to it over memory: the store's share of the e2e loss.
 
     Same process, same ``score_batch``, no queue: what is left between this ratio and the e2e
     one is Celery, Redis and the worker process.
     """
-    keys = stack.upload(blobs)
-    rounds: list[float] = []
-    bare, s3, ratio = side_by_side(
-        bare_runner(blobs), store_runner(keys), len(blobs), repeats=repeats, rounds=rounds
-    )
-    return {"bare": bare, "s3": s3, "ratio": ratio, "ratio_min": min(rounds),
-            "ratio_max": max(rounds)}  # fmt: skip
+    return _against_bare(blobs, "s3", store_runner(stack.upload(blobs)), repeats)
 
 
 def compare(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str, float]:
@@ -223,16 +229,7 @@ def compare(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str, 
     50 ms is under 1% of a job here.
     """
     keys = stack.upload(blobs)
-    rounds: list[float] = []
-    bare, queued, ratio = side_by_side(
-        bare_runner(blobs),
-        lambda: stack.run_job(keys, poll_s=0.05),
-        len(blobs),
-        repeats=repeats,
-        rounds=rounds,
-    )
-    return {"bare": bare, "queued": queued, "ratio": ratio, "ratio_min": min(rounds),
-            "ratio_max": max(rounds)}  # fmt: skip
+    return _against_bare(blobs, "queued", lambda: stack.run_job(keys, poll_s=0.05), repeats)
 
 
 def request_counts(stack: Stack, blobs: list[bytes]) -> dict[str, float]:
