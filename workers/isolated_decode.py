@@ -18,7 +18,9 @@ from typing import Any
 
 from PIL import Image
 
-__all__ = ["DecoderCrashed", "decode_in_child"]
+import models
+
+__all__ = ["DecoderCrashed", "decode_for_scoring", "decode_in_child"]
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -43,14 +45,17 @@ def _mp_context():
         return _context
 
 
-def _decode(conn, data: bytes, max_pixels: int) -> None:
-    """The child: decode, assess quality, send the outcome back."""
-    import models
+def decode_for_scoring(data: bytes, *, max_pixels: int) -> tuple[Image.Image, str, tuple[int, int]]:
+    """``(image, quality, original size)``: what scoring needs of an upload, in this process."""
+    decoded = models.decode_image(data, max_pixels=max_pixels)
+    return decoded.image, models.assess_quality(decoded), decoded.original_size
 
+
+def _decode(conn, data: bytes, max_pixels: int) -> None:
+    """The child: :func:`decode_for_scoring`, and the outcome sent back."""
     models.set_threads(1)
     try:
-        decoded = models.decode_image(data, max_pixels=max_pixels)
-        conn.send(("ok", decoded.image, models.assess_quality(decoded), decoded.original_size))
+        conn.send(("ok", *decode_for_scoring(data, max_pixels=max_pixels)))
     except models.ImageError as err:
         conn.send(("error", err.kind, str(err)))
     finally:
@@ -67,15 +72,15 @@ def _describe(exitcode: int | None) -> str:
 
 
 def decode_in_child(
-    data: bytes, *, max_pixels: int, timeout_s: float = DEFAULT_TIMEOUT_S
+    data: bytes, *, max_pixels: int, timeout_s: float | None = None
 ) -> tuple[Image.Image, str, tuple[int, int]]:
-    """``(image, quality, original size)`` decoded in a fresh child process.
+    """:func:`decode_for_scoring` in a fresh child process.
 
     Raises :class:`models.ImageError` as :func:`models.decode_image` does, and
-    :class:`DecoderCrashed` when the child dies or takes longer than ``timeout_s``.
+    :class:`DecoderCrashed` when the child dies or takes longer than ``timeout_s``
+    (``DEFAULT_TIMEOUT_S`` when None).
     """
-    import models
-
+    timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     ctx = _mp_context()
     receiver, sender = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_decode, args=(sender, data, max_pixels), name="decode")

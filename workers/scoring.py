@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 import models
-from workers.isolated_decode import DecoderCrashed, decode_in_child
+from workers.isolated_decode import DecoderCrashed, decode_for_scoring, decode_in_child
 from workers.store import InvalidKey, ObjectMissing, ObjectTooLarge, Store, validate_key
 
 __all__ = [
@@ -148,15 +148,15 @@ def _fetch_and_decode(
         return _Fetched(item, row=_error(item, "too_large", str(err)))
     try:
         if isolate:
-            timeout = {} if child_timeout_s is None else {"timeout_s": child_timeout_s}
-            return _Fetched(item, *decode_in_child(data, max_pixels=max_pixels, **timeout))
-        decoded = models.decode_image(data, max_pixels=max_pixels)
+            return _Fetched(
+                item, *decode_in_child(data, max_pixels=max_pixels, timeout_s=child_timeout_s)
+            )
+        return _Fetched(item, *decode_for_scoring(data, max_pixels=max_pixels))
     except models.ImageError as err:
         return _Fetched(item, row=_error(item, err.kind, str(err)))
     except DecoderCrashed as err:
         log.error("%s: %s", item.key, err)
         return _Fetched(item, row=_error(item, "decoder_crashed", str(err)))
-    return _Fetched(item, decoded.image, models.assess_quality(decoded), decoded.original_size)
 
 
 # One batch on the model at a time: a worker running two batch tasks (threads pool) fetches the
