@@ -56,7 +56,9 @@ class _Config:
     @property
     def beat_schedule(self) -> dict:
         s = get_settings()
+        sweep = {"task": "score.sweep", "schedule": s.score_sweep_interval_s}
         return {
+            **({"score-sweep-lost": sweep} if s.score_sweep_interval_s else {}),
             "score-watch-uploads": {"task": "score.watch", "schedule": s.watch_interval_s},
             "curation-daily-pull": {
                 "task": "curation.scheduled",

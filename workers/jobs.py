@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -16,6 +17,8 @@ __all__ = [
     "get_job",
     "update_job",
     "list_jobs",
+    "unfinished_jobs",
+    "done_batches",
     "complete_batch",
     "start_batch_run",
     "end_batch_run",
@@ -136,6 +139,27 @@ def update_job(r: redis.Redis, job_id: str, **fields: Any) -> None:
     }
     encoded["updated_at"] = time.time()
     r.hset(_PREFIX + job_id, mapping=encoded)
+
+
+def unfinished_jobs(
+    r: redis.Redis, *, kinds: Sequence[str], since: float
+) -> dict[str, float | None]:
+    """Jobs of ``kinds`` created since ``since`` (epoch s), still queued or running: their ids
+    and when they were queued (None if not yet)."""
+    ids = r.zrangebyscore(_INDEX, since, "+inf")
+    pipe = r.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(_PREFIX + job_id, "kind", "status", "enqueued_at")
+    return {
+        job_id: float(enqueued_at) if enqueued_at else None
+        for job_id, (kind, status, enqueued_at) in zip(ids, pipe.execute(), strict=True)
+        if kind in kinds and status in ("queued", "running")
+    }
+
+
+def done_batches(r: redis.Redis, job_id: str) -> set[int]:
+    """Indices of the batches of ``job_id`` recorded by :func:`complete_batch`."""
+    return {int(i) for i in r.smembers(f"{_PREFIX}{job_id}:batches")}
 
 
 def list_jobs(r: redis.Redis, *, limit: int = 20, kind: str | None = None) -> list[dict]:

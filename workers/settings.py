@@ -88,6 +88,19 @@ class Settings(BaseSettings):
         "took ~0.95 s instead of ~1.15 s.",
     )
 
+    score_sweep_interval_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Beat runs `score.sweep` this often: scoring work the broker lost (a message "
+        "popped by a worker that died before recording it) is found and queued again; 0 = off.",
+    )
+    score_sweep_min_age_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="The sweep leaves alone jobs queued less than this long ago (a submitter "
+        "records a job, then queues its plan).",
+    )
+
     @property
     def score_torch_thread_count(self) -> int:
         return self.score_torch_threads or max(1, (os.cpu_count() or 1) - 1)

@@ -29,7 +29,7 @@ def submit_scoring(
 ) -> tuple[str, bool]:
     """Queue a scoring job over ``items`` ({key, source, metadata}) and/or store ``prefixes``
     ({prefix, display}). Returns ``(job_id, created)``; an existing job is not queued again."""
-    from workers.tasks.score import plan
+    from workers.tasks.score import queue_plan
 
     r = redis_client()
     params = {"prefixes": list(prefixes), "n_items": len(items)}
@@ -40,7 +40,7 @@ def submit_scoring(
         body = {"items": list(items), "prefixes": list(prefixes)}
         store().put(request_key(job_id), json.dumps(body, ensure_ascii=False).encode())
     if jobs.claim_enqueue(r, job_id):  # also repairs a job whose submitter died before queueing
-        plan.delay(job_id)
+        queue_plan(job_id)
     return job_id, created
 
 

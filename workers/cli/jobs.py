@@ -1,4 +1,4 @@
-"""`birthmark jobs`: list, status, results, resume."""
+"""`birthmark jobs`: list, status, results, resume, sweep."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from workers.cli._common import console, print_json, table, wait_for_job
 from workers.cli.score import ROW_FIELDS, write_rows
 from workers.runtime import redis_client, store
 
-app = typer.Typer(help="Inspect and resume jobs.", no_args_is_help=True)
+app = typer.Typer(help="Inspect, resume and sweep jobs.", no_args_is_help=True)
 
 
 def _when(ts: float) -> str:
@@ -104,7 +104,7 @@ def results_(
 @app.command()
 def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
     """Re-queue the batches of a scoring job that have no result part yet (safe to repeat)."""
-    from workers.tasks.score import plan
+    from workers.tasks.score import queue_plan
 
     job = _get(job_id)
     if job["kind"] not in ("score", "watch"):
@@ -123,7 +123,23 @@ def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
         jobstore.complete_batch(r, job_id, index, rows=len(rows), errors=errors)
         written += 1
     jobstore.update_job(r, job_id, status="running")
-    plan.delay(job_id)
+    queue_plan(job_id)
     console.print(f"resumed {job_id}: {written} batches already written")
     if wait:
         wait_for_job(job_id)
+
+
+@app.command()
+def sweep(
+    confirm_s: float = typer.Option(5.0, min=0, help="Seconds between the two looks."),
+    min_age_s: float = typer.Option(60.0, min=0, help="Skip jobs queued more recently."),
+) -> None:
+    """Find scoring work the broker lost and queue it again (beat does this every
+    BIRTHMARK_SCORE_SWEEP_INTERVAL_S; safe to repeat)."""
+    from workers.tasks.score import requeue_lost
+
+    found = requeue_lost(min_age_s=min_age_s, confirm_s=confirm_s)
+    for lost in found:
+        console.print(f"queued again: {lost.describe()}")
+    if not found:
+        console.print("nothing lost: every unfinished scoring job's work is queued or running")

@@ -13,7 +13,7 @@ from typing import Any
 from celery import group
 
 import models
-from workers import jobs, registry
+from workers import jobs, registry, sweeper
 from workers.app import app
 from workers.results import read_rows, summarize_rows, write_part, write_summary
 from workers.runtime import redis_client, store
@@ -72,7 +72,7 @@ def plan(job_id: str) -> int:
     """List the job's inputs, mark duplicates, split into batches and queue them."""
     settings = get_settings()
     st, r = store(), redis_client()
-    plan_key = f"results/{job_id}/plan.json"
+    plan_key = sweeper.plan_key(job_id)
     if st.exists(plan_key):  # redelivered: reuse the same batches
         batches = json.loads(st.get(plan_key))
     else:
@@ -100,8 +100,8 @@ def plan(job_id: str) -> int:
     if not batches:
         finalize_job(job_id)
         return 0
-    done = r.smembers(f"birthmark:job:{job_id}:batches")
-    todo = [(i, b) for i, b in enumerate(batches) if str(i) not in done]
+    done = jobs.done_batches(r, job_id)
+    todo = [(i, b) for i, b in enumerate(batches) if i not in done]
     if not todo:  # resumed after every part was written: only the summary is missing
         finalize_job(job_id)
     elif len(batches) == 1:
@@ -109,8 +109,15 @@ def plan(job_id: str) -> int:
         # scoring for the common one-upload job; a retry redoes it idempotently.
         score_and_record(job_id, 0, batches[0])
     else:
-        group(batch.s(job_id, i, b) for i, b in todo).apply_async()
+        # Ids name the batch, so the sweeper can tell a queued batch from a lost one.
+        group(batch.s(job_id, i, b).set(task_id=sweeper.batch_task_id(job_id, i)) for i, b in todo
+              ).apply_async()  # fmt: skip
     return len(batches)
+
+
+def queue_plan(job_id: str) -> None:
+    """Queue ``score.plan`` for ``job_id`` under the id the sweeper looks for."""
+    plan.apply_async((job_id,), task_id=sweeper.plan_task_id(job_id))
 
 
 @app.task(name="score.batch", base=JobTask, time_limit=_settings.score_time_limit_s, **_RETRY)
@@ -184,6 +191,40 @@ def finalize_job(job_id: str) -> dict[str, Any]:
     write_summary(st, job_id, summary)
     jobs.update_job(r, job_id, status="done", result=summary, finished_at=summary["finished_at"])
     return summary
+
+
+@app.task(name="score.sweep", time_limit=300)
+def sweep() -> list[str] | None:
+    """Queue again the scoring work the broker lost (see :mod:`workers.sweeper`); beat runs it."""
+    r, owner = redis_client(), f"sweep-{time.time()}"
+    if not jobs.acquire_lock(r, "sweep", owner, ttl_s=300):
+        return None  # the previous sweep is still looking
+    try:
+        return [
+            lost.describe() for lost in requeue_lost(min_age_s=get_settings().score_sweep_min_age_s)
+        ]
+    finally:
+        jobs.release_lock(r, "sweep", owner)
+
+
+def requeue_lost(*, min_age_s: float = 60.0, confirm_s: float = 5.0) -> list[sweeper.Lost]:
+    """Find lost plans, batches and finalizes of scoring jobs, and queue each once more.
+
+    Running a batch twice is harmless (its part is overwritten, its counters bump once), so a
+    rare false find costs a duplicate run, never a row.
+    """
+    found = sweeper.find_lost(redis_client(), store(), min_age_s=min_age_s, confirm_s=confirm_s)
+    for lost in found:
+        log.warning("lost in the broker, queued again: %s", lost.describe())
+        if lost.plan:
+            queue_plan(lost.job_id)
+        for index, items in lost.batches.items():
+            batch.apply_async(
+                (lost.job_id, index, items), task_id=sweeper.batch_task_id(lost.job_id, index)
+            )
+        if lost.finalize:
+            finalize.apply_async((lost.job_id,), task_id=sweeper.finalize_task_id(lost.job_id))
+    return found
 
 
 def _cursor_key(prefix: str) -> str:

@@ -1,0 +1,191 @@
+"""Fault: the broker loses a scoring message (kombu's BRPOP gap, a flushed queue).
+
+``workers.sweeper`` decides "lost" from the broker, not from the job's idle time: a batch without
+a part is lost only when no message for it waits in the queue or is held unacknowledged, in two
+looks. The first tests take the job's messages in and out of a real Redis by hand, with no
+worker, so every case is exact; the last loses one batch of a job a real worker is running.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.faults._support import (
+    assert_one_row_per_input,
+    job_status,
+    part_count,
+    upload_samples,
+    wait_for,
+    wait_job,
+)
+from tests.faults.conftest import SERVICE_BATCH, base_env, bound
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "score"
+
+
+def _messages(r) -> dict[str, str]:
+    """Queued messages by task id (raw, as kombu stored them)."""
+    return {json.loads(m)["headers"]["id"]: m for m in r.lrange(QUEUE, 0, -1)}
+
+
+def _take(r, task_id: str) -> str:
+    raw = _messages(r)[task_id]
+    assert r.lrem(QUEUE, 1, raw) == 1
+    return raw
+
+
+def _hold_unacked(r, raw: str, tag: str) -> None:
+    """What kombu does when a worker takes a message: it is kept in the unacked hash."""
+    r.hset("unacked", tag, json.dumps([json.loads(raw), "", QUEUE]))
+
+
+@pytest.fixture
+def idle_broker(tmp_path, private_redis):
+    """A private Redis and a local store, bound in-process; no worker consumes anything."""
+    env = base_env(tmp_path, private_redis.url, BIRTHMARK_SCORE_BATCH_SIZE="2")
+    with bound(env):
+        from workers.runtime import redis_client, store
+
+        yield redis_client(), store()
+
+
+def _planned_job(r, n_items: int = 6) -> str:
+    """A job whose plan ran (as a worker would, here in process): its batches are queued."""
+    from workers.submit import submit_scoring
+    from workers.sweeper import plan_task_id
+    from workers.tasks.score import plan
+
+    job_id, _ = submit_scoring(items=[{"key": f"uploads/x/{i}.jpg"} for i in range(n_items)])
+    _take(r, plan_task_id(job_id))  # a worker took the plan ...
+    plan.run(job_id)  # ... and ran it
+    return job_id
+
+
+def _find(r, st, **kw):
+    from workers.sweeper import find_lost
+
+    return find_lost(r, st, min_age_s=0, confirm_s=0, **kw)
+
+
+def test_queued_and_unacknowledged_batches_are_not_lost_a_missing_one_is(idle_broker):
+    from typer.testing import CliRunner
+
+    from workers.cli import app as cli
+    from workers.sweeper import batch_task_id
+    from workers.tasks.score import requeue_lost
+
+    r, st = idle_broker
+    job_id = _planned_job(r)
+    assert sorted(_messages(r)) == [batch_task_id(job_id, i) for i in range(3)]
+    assert _find(r, st) == []  # a backlog: all three wait in the queue
+
+    _hold_unacked(r, _take(r, batch_task_id(job_id, 1)), "tag-1")
+    assert _find(r, st) == []  # batch 1 is with a worker
+
+    _take(r, batch_task_id(job_id, 2))  # popped, and the worker died before recording it
+    (lost,) = _find(r, st)
+    assert (lost.job_id, sorted(lost.batches)) == (job_id, [2])
+    assert not lost.plan and not lost.finalize
+    assert [it["key"] for it in lost.batches[2]] == ["uploads/x/4.jpg", "uploads/x/5.jpg"]
+
+    out = CliRunner().invoke(cli, ["jobs", "sweep", "--confirm-s", "0", "--min-age-s", "0"])
+    assert out.exit_code == 0, out.output
+    assert f"queued again: {job_id}: batches [2]" in out.output
+    assert batch_task_id(job_id, 2) in _messages(r)  # queued again, under the same id
+    assert _find(r, st) == []
+    assert requeue_lost(min_age_s=0, confirm_s=0) == []  # nothing queued twice
+
+
+def test_a_message_seen_by_the_second_look_is_not_lost(idle_broker):
+    """A message between BRPOP and the unacked record is in neither place for an instant."""
+    from workers.sweeper import batch_task_id, find_lost
+
+    r, st = idle_broker
+    job_id = _planned_job(r, 4)
+    raw = _take(r, batch_task_id(job_id, 0))
+    looks = []
+
+    def recorded_meanwhile(seconds: float) -> None:
+        looks.append(seconds)
+        _hold_unacked(r, raw, "tag-0")
+
+    assert find_lost(r, st, min_age_s=0, confirm_s=2.5, sleep=recorded_meanwhile) == []
+    assert looks == [2.5]
+
+
+def test_a_lost_plan_or_finalize_is_found_and_new_jobs_are_left_alone(idle_broker):
+    from workers import jobs
+    from workers.submit import submit_scoring
+    from workers.sweeper import batch_task_id, find_lost, plan_task_id
+
+    r, st = idle_broker
+    job_id, _ = submit_scoring(items=[{"key": "uploads/x/a.jpg"}, {"key": "uploads/x/b.jpg"}])
+    assert _find(r, st) == []  # its plan waits in the queue
+    _take(r, plan_task_id(job_id))
+    assert find_lost(r, st, min_age_s=60, confirm_s=0) == []  # queued a moment ago: too new
+    (lost,) = _find(r, st)
+    assert (lost.job_id, lost.plan) == (job_id, True)
+
+    done_id = _planned_job(r, 4)
+    for i in range(2):  # both parts written; the worker died before the summary
+        _take(r, batch_task_id(done_id, i))
+        jobs.complete_batch(r, done_id, i, rows=2, errors=0)
+    found = {x.job_id: x for x in _find(r, st)}
+    assert found[done_id].finalize and not found[done_id].batches
+
+    jobs.update_job(r, done_id, status="done")
+    assert done_id not in {x.job_id for x in _find(r, st)}  # finished jobs are never swept
+
+
+def test_a_batch_lost_while_a_worker_runs_the_job_is_queued_again(scoring_service):
+    """One batch message vanishes from the queue mid-job: the other batches finish, the job
+    waits; one sweep (the beat task, run by the worker) queues the missing batch again and the
+    job ends with one row per input."""
+    from workers import results
+    from workers.runtime import redis_client, store
+    from workers.submit import submit_scoring
+    from workers.sweeper import batch_task_id
+    from workers.tasks.score import requeue_lost, sweep
+
+    with bound(scoring_service.env):
+        st, r = store(), redis_client()
+        n = 6 * SERVICE_BATCH
+        # Large enough that the last batch is still queued when the test takes it.
+        keys = upload_samples(st, "lost-one", n, size=(1600, 1200))
+        job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
+        last = batch_task_id(job_id, 5)
+        raw = wait_for(lambda: _messages(r).get(last), timeout=60, interval=0.005,
+                       what="the last batch queued")  # fmt: skip
+        assert r.lrem(QUEUE, 1, raw) == 1
+        wait_for(lambda: part_count(st, job_id) == 5 and r.hlen("unacked") == 0, timeout=60,
+                 what="the other five batches done")  # fmt: skip
+        job = job_status(job_id)
+        assert (job["status"], job["done"]) == ("running", 5 * SERVICE_BATCH)  # waits for ever
+
+        sweep.delay()
+        job = wait_job(job_id, timeout=60)
+        assert job["status"] == "done", job
+        rows = list(results.read_rows(st, job_id))
+        assert_one_row_per_input(rows, keys)
+        assert (job["done"], job["errors"]) == (n, 0)
+        logged = f"lost in the broker, queued again: {job_id}: batches [5]"
+        assert logged in scoring_service.worker.output()
+        assert requeue_lost(min_age_s=0, confirm_s=0) == []
+
+
+def test_beat_sweeps_on_the_configured_interval(monkeypatch):
+    from workers.app import app
+    from workers.settings import get_settings
+
+    for value, expected in (("45", 45.0), ("0", None)):
+        monkeypatch.setenv("BIRTHMARK_SCORE_SWEEP_INTERVAL_S", value)
+        get_settings.cache_clear()
+        entry = app.conf.beat_schedule.get("score-sweep-lost")
+        assert (entry and entry["schedule"]) == expected, entry
+        if entry:
+            assert entry["task"] == "score.sweep"
+    get_settings.cache_clear()

@@ -1,0 +1,182 @@
+"""Scoring work the broker lost: found by looking in the broker itself, then queued again.
+
+kombu's Redis transport takes a message off a queue (BRPOP) and records it as unacknowledged in a
+second step. A worker killed between the two, or a Redis that stops while a BRPOP is answered,
+loses that message: its job stays ``running`` with a batch that nothing will ever run. A job that
+merely waits behind a backlog looks the same from the job record (no progress), so "lost" is
+decided from the broker: a batch is lost when it has no part yet and no message for it waits in
+the queue or is held unacknowledged by a worker. Scoring tasks carry deterministic ids
+(:func:`plan_task_id`, :func:`batch_task_id`) so that a message can be matched to its batch.
+
+A message in the instant between BRPOP and the unacknowledged record is in neither place, so a
+batch is only reported lost when two looks ``confirm_s`` apart both miss it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from kombu.transport.redis import Channel
+
+from workers import jobs
+from workers.store import ObjectMissing, Store
+
+__all__ = [
+    "Lost",
+    "batch_task_id",
+    "finalize_task_id",
+    "find_lost",
+    "plan_key",
+    "plan_task_id",
+    "task_ids_in_broker",
+]
+
+SCORING_KINDS = ("score", "watch")
+_CHUNK = 500
+
+
+def plan_task_id(job_id: str) -> str:
+    return f"{job_id}.plan"
+
+
+def batch_task_id(job_id: str, index: int) -> str:
+    return f"{job_id}.batch-{index}"
+
+
+def finalize_task_id(job_id: str) -> str:
+    return f"{job_id}.finalize"
+
+
+def plan_key(job_id: str) -> str:
+    """The job's batches as planned (a JSON list of item lists), written once by ``score.plan``."""
+    return f"results/{job_id}/plan.json"
+
+
+def _id_of(message: Any) -> str | None:
+    """The Celery task id of a kombu message (a dict), or None for anything else."""
+    try:
+        return message["headers"]["id"]
+    except (KeyError, TypeError):
+        return None
+
+
+def _loads(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def task_ids_in_broker(r: redis.Redis, queue: str) -> set[str]:
+    """Ids of the task messages waiting in ``queue`` (each of its priority lists) or held
+    unacknowledged by a worker (any queue).
+
+    Producers LPUSH and consumers pop from the other end, so paging from the head may see a
+    message twice but never skips one that stays queued.
+    """
+    lists = [queue] + [f"{queue}{Channel.sep}{p}" for p in Channel.priority_steps if p]
+    ids: set[str | None] = set()
+    for key in lists:
+        start = 0
+        while True:
+            page = r.lrange(key, start, start + _CHUNK - 1)
+            ids.update(_id_of(_loads(m)) for m in page)
+            if len(page) < _CHUNK:
+                break
+            start += _CHUNK
+    for _, value in r.hscan_iter(Channel.unacked_key, count=_CHUNK):
+        held = _loads(value)  # [message, exchange, routing key]
+        ids.add(_id_of(held[0] if isinstance(held, list) and held else None))
+    ids.discard(None)
+    return ids  # type: ignore[return-value]
+
+
+@dataclass
+class Lost:
+    """What a scoring job needs queued again: its plan, some batches, or only its finalize."""
+
+    job_id: str
+    plan: bool = False
+    batches: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    finalize: bool = False
+
+    def describe(self) -> str:
+        if self.plan:
+            return f"{self.job_id}: plan"
+        if self.batches:
+            return f"{self.job_id}: batches {sorted(self.batches)}"
+        return f"{self.job_id}: finalize"
+
+
+def _lost_in(r: redis.Redis, st: Store, job_id: str, in_broker: set[str]) -> Lost | None:
+    job = jobs.get_job(r, job_id)  # read after the broker: finished meanwhile is not lost
+    if job is None or job["status"] not in ("queued", "running"):
+        return None
+    if plan_task_id(job_id) in in_broker or finalize_task_id(job_id) in in_broker:
+        return None  # planning (or queueing its batches), or finalizing, right now
+    try:
+        planned = json.loads(st.get(plan_key(job_id)))
+    except ObjectMissing:
+        return Lost(job_id, plan=True)  # the plan message itself was lost
+    done = jobs.done_batches(r, job_id)
+    queued = {i for i in range(len(planned)) if batch_task_id(job_id, i) in in_broker}
+    missing = {i: items for i, items in enumerate(planned) if i not in done and i not in queued}
+    if missing:
+        return Lost(job_id, batches=missing)
+    if not queued:  # every part written and no batch task left to finalize inline
+        return Lost(job_id, finalize=True)
+    return None
+
+
+def find_lost(
+    r: redis.Redis,
+    st: Store,
+    *,
+    queue: str = "score",
+    min_age_s: float = 60.0,
+    lookback_s: float = 7 * 24 * 3600.0,
+    confirm_s: float = 5.0,
+    sleep: Callable[[float], object] = time.sleep,
+) -> list[Lost]:
+    """Scoring jobs with work that no message will ever run, as seen by two looks at the broker.
+
+    Only jobs queued at least ``min_age_s`` ago count (a submitter records a job, then queues
+    its plan). Each look reads the broker before the jobs' progress, so a batch that finishes
+    during the scan counts as done, not lost. Cheap when no scoring job is unfinished; with a
+    backlog, each look reads every queued message of ``queue`` once (LRANGE pages of 500).
+    """
+
+    def look(job_ids: Iterable[str]) -> dict[str, Lost]:
+        in_broker = task_ids_in_broker(r, queue)
+        found = (_lost_in(r, st, job_id, in_broker) for job_id in job_ids)
+        return {lost.job_id: lost for lost in found if lost is not None}
+
+    now = time.time()
+    candidates = [
+        job_id
+        for job_id, enqueued_at in jobs.unfinished_jobs(
+            r, kinds=SCORING_KINDS, since=now - lookback_s
+        ).items()
+        if enqueued_at is not None and enqueued_at <= now - min_age_s
+    ]
+    first = look(candidates) if candidates else {}
+    if not first:
+        return []
+    sleep(confirm_s)
+    confirmed = []
+    for job_id, again in look(first).items():
+        before = first[job_id]
+        lost = Lost(
+            job_id,
+            plan=before.plan and again.plan,
+            batches={i: b for i, b in again.batches.items() if i in before.batches},
+            finalize=before.finalize and again.finalize,
+        )
+        if lost.plan or lost.batches or lost.finalize:
+            confirmed.append(lost)
+    return confirmed
