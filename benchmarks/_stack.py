@@ -322,6 +322,13 @@ class Worker:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(30)
 
+    def freeze(self) -> None:
+        """SIGSTOP the worker's process group: a fault can then strike at an exact state."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

@@ -27,6 +27,20 @@ def wait_for(
         time.sleep(interval)
 
 
+def freeze_when(worker, predicate: Callable[[], object], *, timeout: float, what: str) -> None:
+    """Wait until ``predicate`` holds while ``worker`` is stopped (SIGSTOP), and return with it
+    still stopped: the fault that follows strikes exactly that state, not a moment later."""
+
+    def holds_while_frozen() -> bool:
+        worker.freeze()
+        if predicate():
+            return True
+        worker.thaw()
+        return False
+
+    wait_for(holds_while_frozen, timeout=timeout, interval=0.01, what=what)
+
+
 def job_status(job_id: str) -> dict[str, Any] | None:
     """The job record, or None while Redis is unreachable (a fault may be in progress)."""
     from workers import jobs

@@ -13,9 +13,9 @@ import pytest
 
 from tests.faults._support import (
     assert_one_row_per_input,
+    freeze_when,
     part_count,
     upload_samples,
-    wait_for,
     wait_job,
 )
 from tests.faults.conftest import base_env, bound
@@ -48,17 +48,18 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path, private_redis,
         n_batches = N_INPUTS // BATCH
         r = redis_client()
         # Kill while batches run: 2 parts written and every task slot of the worker holding a
-        # message taken but not acknowledged. With a slot free the worker may be between taking a
-        # message off the queue and recording it as unacknowledged (kombu does the two in separate
-        # steps), and a SIGKILL there loses it: see the README, Reliability.
+        # message taken but not acknowledged, checked with the worker stopped so that no batch
+        # finishes before the kill. With a slot free the worker may be between taking a message
+        # off the queue and recording it as unacknowledged (kombu does the two in separate steps),
+        # and a SIGKILL there loses it: the sweep's case (test_lost_messages.py), not this one.
         slots = first.concurrency
-        wait_for(
-            lambda: part_count(st, job_id) >= 2 and r.hlen("unacked") == slots,
+        freeze_when(
+            first,
+            lambda: r.hlen("unacked") == slots and part_count(st, job_id) >= 2,
             timeout=60,
-            interval=0.01,
             what=f"{slots} batches in flight after 2 parts",
         )
-        first.kill()  # SIGKILL to the whole process group, mid-batch
+        first.kill()  # SIGKILL to the whole (stopped) process group, mid-batch
         written = part_count(st, job_id)
         assert written < n_batches, "the job finished before the kill; make it slower"
         # The batches that were running are unacknowledged: only the visibility timeout brings
