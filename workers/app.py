@@ -56,9 +56,9 @@ class _Config:
     @property
     def beat_schedule(self) -> dict:
         s = get_settings()
-        sweep = {"task": "score.sweep", "schedule": s.score_sweep_interval_s}
+        sweep = {"task": "jobs.sweep", "schedule": s.sweep_interval_s}
         return {
-            **({"score-sweep-lost": sweep} if s.score_sweep_interval_s else {}),
+            **({"jobs-sweep-lost": sweep} if s.sweep_interval_s else {}),
             "score-watch-uploads": {"task": "score.watch", "schedule": s.watch_interval_s},
             "curation-daily-pull": {
                 "task": "curation.scheduled",
@@ -90,6 +90,7 @@ class _Config:
     task_default_queue = "score"
     task_routes = {
         "score.*": {"queue": "score"},
+        "jobs.*": {"queue": "score"},
         "train.*": {"queue": "train"},
         "curation.*": {"queue": "curation"},
     }
@@ -97,7 +98,12 @@ class _Config:
 
 app = Celery(
     "birthmark",
-    include=["workers.tasks.score", "workers.tasks.train", "workers.tasks.curation"],
+    include=[
+        "workers.tasks.score",
+        "workers.tasks.train",
+        "workers.tasks.curation",
+        "workers.tasks.sweep",
+    ],
 )
 app.config_from_object(_Config())
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -79,8 +78,10 @@ def create_job(
     params: dict[str, Any],
     job_id: str | None = None,
     idempotency_key: str | None = None,
+    task: str | None = None,
 ) -> tuple[str, bool]:
-    """Create a job record; returns ``(job_id, created)``.
+    """Create a job record; returns ``(job_id, created)``. ``task`` names the one task that runs
+    a non-scoring job (kept so that a lost message can be queued again).
 
     The same ``job_id`` or ``idempotency_key`` twice gives back the first job and ``created=False``.
     """
@@ -97,6 +98,7 @@ def create_job(
         "done": 0,
         "errors": 0,
         "batches": 0,
+        **({"task": task} if task else {}),
     }
     idem = f"birthmark:idem:{idempotency_key}" if idempotency_key else ""
     pairs = [str(x) for kv in record.items() for x in kv]
@@ -141,19 +143,17 @@ def update_job(r: redis.Redis, job_id: str, **fields: Any) -> None:
     r.hset(_PREFIX + job_id, mapping=encoded)
 
 
-def unfinished_jobs(
-    r: redis.Redis, *, kinds: Sequence[str], since: float
-) -> dict[str, float | None]:
-    """Jobs of ``kinds`` created since ``since`` (epoch s), still queued or running: their ids
-    and when they were queued (None if not yet)."""
+def unfinished_jobs(r: redis.Redis, *, since: float) -> dict[str, float | None]:
+    """Jobs created since ``since`` (epoch s) and still queued or running: their ids and when
+    they were queued (None if not yet)."""
     ids = r.zrangebyscore(_INDEX, since, "+inf")
     pipe = r.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hmget(_PREFIX + job_id, "kind", "status", "enqueued_at")
+        pipe.hmget(_PREFIX + job_id, "status", "enqueued_at")
     return {
         job_id: float(enqueued_at) if enqueued_at else None
-        for job_id, (kind, status, enqueued_at) in zip(ids, pipe.execute(), strict=True)
-        if kind in kinds and status in ("queued", "running")
+        for job_id, (status, enqueued_at) in zip(ids, pipe.execute(), strict=True)
+        if status in ("queued", "running")
     }
 
 

@@ -88,19 +88,6 @@ class Settings(BaseSettings):
         "took ~0.95 s instead of ~1.15 s.",
     )
 
-    score_sweep_interval_s: float = Field(
-        default=120.0,
-        ge=0,
-        description="Beat runs `score.sweep` this often: scoring work the broker lost (a message "
-        "popped by a worker that died before recording it) is found and queued again; 0 = off.",
-    )
-    score_sweep_min_age_s: float = Field(
-        default=60.0,
-        ge=0,
-        description="The sweep leaves alone jobs queued less than this long ago (a submitter "
-        "records a job, then queues its plan).",
-    )
-
     @property
     def score_torch_thread_count(self) -> int:
         return self.score_torch_threads or max(1, (os.cpu_count() or 1) - 1)
@@ -161,6 +148,18 @@ class Settings(BaseSettings):
     train_time_limit_s: int = 6 * 3600
     visibility_timeout_s: int = 7 * 3600
     result_expires_s: int = 24 * 3600
+    sweep_interval_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Beat runs `jobs.sweep` this often: work the broker lost (a message popped "
+        "by a worker that died before recording it) is found and queued again; 0 = off.",
+    )
+    sweep_min_age_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="The sweep leaves alone jobs queued less than this long ago (a submitter "
+        "records a job, then queues its plan).",
+    )
 
     # --- credentials (never logged) -------------------------------------------------------
     redis_password: SecretStr | None = None

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from workers import jobs
+from workers import jobs, sweeper
 from workers.runtime import redis_client, store
 
 __all__ = ["submit_scoring", "submit_task_job", "request_key"]
@@ -55,8 +55,13 @@ def submit_task_job(
     """Create a job record for a single task (train, curation) and queue it with the job id."""
     r = redis_client()
     job_id, created = jobs.create_job(
-        r, kind=kind, params=params, job_id=job_id, idempotency_key=idempotency_key
+        r,
+        kind=kind,
+        params=params,
+        job_id=job_id,
+        idempotency_key=idempotency_key,
+        task=task.name,
     )
     if jobs.claim_enqueue(r, job_id):  # also repairs a job whose submitter died before queueing
-        task.delay(job_id)
+        task.apply_async((job_id,), task_id=sweeper.run_task_id(job_id))
     return job_id, created

@@ -1,12 +1,13 @@
-"""Scoring work the broker lost: found by looking in the broker itself, then queued again.
+"""Work the broker lost: found by looking in the broker itself, so that it can be queued again.
 
 kombu's Redis transport takes a message off a queue (BRPOP) and records it as unacknowledged in a
 second step. A worker killed between the two, or a Redis that stops while a BRPOP is answered,
-loses that message: its job stays ``running`` with a batch that nothing will ever run. A job that
-merely waits behind a backlog looks the same from the job record (no progress), so "lost" is
-decided from the broker: a batch is lost when it has no part yet and no message for it waits in
-the queue or is held unacknowledged by a worker. Scoring tasks carry deterministic ids
-(:func:`plan_task_id`, :func:`batch_task_id`) so that a message can be matched to its batch.
+loses that message: its job stays ``queued`` or ``running`` with work that nothing will ever run.
+A job that merely waits behind a backlog looks the same from the job record (no progress), so
+"lost" is decided from the broker: work is lost when no message for it waits in a queue or is
+held unacknowledged by a worker. Job tasks carry deterministic ids (:func:`run_task_id` for a
+one-task job such as training, :func:`plan_task_id` and :func:`batch_task_id` for scoring) so that
+a message can be matched to its job and batch.
 
 A message in the instant between BRPOP and the unacknowledged record is in neither place, so a
 batch is only reported lost when two looks ``confirm_s`` apart both miss it.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from workers.store import ObjectMissing, Store
 __all__ = [
     "Lost",
     "batch_task_id",
+    "run_task_id",
     "finalize_task_id",
     "find_lost",
     "plan_key",
@@ -38,6 +40,11 @@ __all__ = [
 
 SCORING_KINDS = ("score", "watch")
 _CHUNK = 500
+
+
+def run_task_id(job_id: str) -> str:
+    """The id of the one task of a non-scoring job (train, pull, curate)."""
+    return f"{job_id}.run"
 
 
 def plan_task_id(job_id: str) -> str:
@@ -72,14 +79,14 @@ def _loads(raw: str) -> Any:
         return None
 
 
-def task_ids_in_broker(r: redis.Redis, queue: str) -> set[str]:
-    """Ids of the task messages waiting in ``queue`` (each of its priority lists) or held
+def task_ids_in_broker(r: redis.Redis, queues: Sequence[str]) -> set[str]:
+    """Ids of the task messages waiting in ``queues`` (each one's priority lists) or held
     unacknowledged by a worker (any queue).
 
     Producers LPUSH and consumers pop from the other end, so paging from the head may see a
     message twice but never skips one that stays queued.
     """
-    lists = [queue] + [f"{queue}{Channel.sep}{p}" for p in Channel.priority_steps if p]
+    lists = [f"{q}{Channel.sep}{p}" if p else q for q in queues for p in Channel.priority_steps]
     ids: set[str | None] = set()
     for key in lists:
         start = 0
@@ -98,14 +105,21 @@ def task_ids_in_broker(r: redis.Redis, queue: str) -> set[str]:
 
 @dataclass
 class Lost:
-    """What a scoring job needs queued again: its plan, some batches, or only its finalize."""
+    """What a job needs queued again: its task (by name), or for a scoring job its plan, some
+    batches, or only its finalize."""
 
     job_id: str
+    task: str | None = None
     plan: bool = False
     batches: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     finalize: bool = False
 
+    def __bool__(self) -> bool:
+        return bool(self.task or self.plan or self.batches or self.finalize)
+
     def describe(self) -> str:
+        if self.task:
+            return f"{self.job_id}: {self.task}"
         if self.plan:
             return f"{self.job_id}: plan"
         if self.batches:
@@ -117,6 +131,10 @@ def _lost_in(r: redis.Redis, st: Store, job_id: str, in_broker: set[str]) -> Los
     job = jobs.get_job(r, job_id)  # read after the broker: finished meanwhile is not lost
     if job is None or job["status"] not in ("queued", "running"):
         return None
+    if job["kind"] not in SCORING_KINDS:
+        if not job.get("task") or run_task_id(job_id) in in_broker:
+            return None  # queued or running (or from before tasks had ids: not ours to judge)
+        return Lost(job_id, task=job["task"])
     if plan_task_id(job_id) in in_broker or finalize_task_id(job_id) in in_broker:
         return None  # planning (or queueing its batches), or finalizing, right now
     try:
@@ -137,31 +155,29 @@ def find_lost(
     r: redis.Redis,
     st: Store,
     *,
-    queue: str = "score",
+    queues: Sequence[str],
     min_age_s: float = 60.0,
     lookback_s: float = 7 * 24 * 3600.0,
     confirm_s: float = 5.0,
     sleep: Callable[[float], object] = time.sleep,
 ) -> list[Lost]:
-    """Scoring jobs with work that no message will ever run, as seen by two looks at the broker.
+    """Jobs with work that no message will ever run, as seen by two looks at the broker.
 
     Only jobs queued at least ``min_age_s`` ago count (a submitter records a job, then queues
-    its plan). Each look reads the broker before the jobs' progress, so a batch that finishes
-    during the scan counts as done, not lost. Cheap when no scoring job is unfinished; with a
-    backlog, each look reads every queued message of ``queue`` once (LRANGE pages of 500).
+    its first task). Each look reads the broker before the jobs, so work that finishes during
+    the scan counts as done, not lost. Cheap when no job is unfinished; with a backlog, each
+    look reads every message queued in ``queues`` once (LRANGE pages of 500).
     """
 
     def look(job_ids: Iterable[str]) -> dict[str, Lost]:
-        in_broker = task_ids_in_broker(r, queue)
+        in_broker = task_ids_in_broker(r, queues)
         found = (_lost_in(r, st, job_id, in_broker) for job_id in job_ids)
-        return {lost.job_id: lost for lost in found if lost is not None}
+        return {lost.job_id: lost for lost in found if lost}
 
     now = time.time()
     candidates = [
         job_id
-        for job_id, enqueued_at in jobs.unfinished_jobs(
-            r, kinds=SCORING_KINDS, since=now - lookback_s
-        ).items()
+        for job_id, enqueued_at in jobs.unfinished_jobs(r, since=now - lookback_s).items()
         if enqueued_at is not None and enqueued_at <= now - min_age_s
     ]
     first = look(candidates) if candidates else {}
@@ -171,12 +187,13 @@ def find_lost(
     confirmed = []
     for job_id, again in look(first).items():
         before = first[job_id]
-        lost = Lost(
+        lost = Lost(  # only what both looks missed
             job_id,
+            task=again.task if again.task == before.task else None,
             plan=before.plan and again.plan,
             batches={i: b for i, b in again.batches.items() if i in before.batches},
             finalize=before.finalize and again.finalize,
         )
-        if lost.plan or lost.batches or lost.finalize:
+        if lost:
             confirmed.append(lost)
     return confirmed

@@ -116,7 +116,7 @@ def scoring_service(tmp_path_factory, s3_server) -> Iterator[ScoringService]:
         BIRTHMARK_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
         BIRTHMARK_SCORE_BATCH_SIZE=str(SERVICE_BATCH),
         BIRTHMARK_VISIBILITY_TIMEOUT_S="10",
-        BIRTHMARK_SCORE_SWEEP_MIN_AGE_S="0",  # test_lost_messages sweeps jobs seconds old
+        BIRTHMARK_SWEEP_MIN_AGE_S="0",  # test_lost_messages sweeps jobs seconds old
     )
     pool = Workers(root)
     try:

@@ -1,9 +1,9 @@
-"""Fault: the broker loses a scoring message (kombu's BRPOP gap, a flushed queue).
+"""Fault: the broker loses a job's message (kombu's BRPOP gap, a flushed queue).
 
 ``workers.sweeper`` decides "lost" from the broker, not from the job's idle time: a batch without
-a part is lost only when no message for it waits in the queue or is held unacknowledged, in two
-looks. The first tests take the job's messages in and out of a real Redis by hand, with no
-worker, so every case is exact; the last loses one batch of a job a real worker is running.
+a part, or a job's one task, is lost only when no message for it waits in a queue or is held
+unacknowledged, in two looks. Most tests take messages in and out of a real Redis by hand, with
+no worker, so every case is exact; one loses a batch of a job that a real worker is running.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ pytestmark = pytest.mark.integration
 QUEUE = "score"
 
 
-def _messages(r) -> dict[str, str]:
+def _messages(r, queue: str = QUEUE) -> dict[str, str]:
     """Queued messages by task id (raw, as kombu stored them)."""
-    return {json.loads(m)["headers"]["id"]: m for m in r.lrange(QUEUE, 0, -1)}
+    return {json.loads(m)["headers"]["id"]: m for m in r.lrange(queue, 0, -1)}
 
 
-def _take(r, task_id: str) -> str:
-    raw = _messages(r)[task_id]
-    assert r.lrem(QUEUE, 1, raw) == 1
+def _take(r, task_id: str, queue: str = QUEUE) -> str:
+    raw = _messages(r, queue)[task_id]
+    assert r.lrem(queue, 1, raw) == 1
     return raw
 
 
@@ -66,9 +66,10 @@ def _planned_job(r, n_items: int = 6) -> str:
 
 
 def _find(r, st, **kw):
+    from workers.app import QUEUES
     from workers.sweeper import find_lost
 
-    return find_lost(r, st, min_age_s=0, confirm_s=0, **kw)
+    return find_lost(r, st, queues=QUEUES, min_age_s=0, confirm_s=0, **kw)
 
 
 def test_queued_and_unacknowledged_batches_are_not_lost_a_missing_one_is(idle_broker):
@@ -76,7 +77,7 @@ def test_queued_and_unacknowledged_batches_are_not_lost_a_missing_one_is(idle_br
 
     from workers.cli import app as cli
     from workers.sweeper import batch_task_id
-    from workers.tasks.score import requeue_lost
+    from workers.tasks.sweep import requeue_lost
 
     r, st = idle_broker
     job_id = _planned_job(r)
@@ -113,7 +114,8 @@ def test_a_message_seen_by_the_second_look_is_not_lost(idle_broker):
         looks.append(seconds)
         _hold_unacked(r, raw, "tag-0")
 
-    assert find_lost(r, st, min_age_s=0, confirm_s=2.5, sleep=recorded_meanwhile) == []
+    found = find_lost(r, st, queues=["score"], min_age_s=0, confirm_s=2.5, sleep=recorded_meanwhile)
+    assert found == []
     assert looks == [2.5]
 
 
@@ -126,7 +128,7 @@ def test_a_lost_plan_or_finalize_is_found_and_new_jobs_are_left_alone(idle_broke
     job_id, _ = submit_scoring(items=[{"key": "uploads/x/a.jpg"}, {"key": "uploads/x/b.jpg"}])
     assert _find(r, st) == []  # its plan waits in the queue
     _take(r, plan_task_id(job_id))
-    assert find_lost(r, st, min_age_s=60, confirm_s=0) == []  # queued a moment ago: too new
+    assert find_lost(r, st, queues=["score"], min_age_s=60, confirm_s=0) == []  # too new
     (lost,) = _find(r, st)
     assert (lost.job_id, lost.plan) == (job_id, True)
 
@@ -141,6 +143,37 @@ def test_a_lost_plan_or_finalize_is_found_and_new_jobs_are_left_alone(idle_broke
     assert done_id not in {x.job_id for x in _find(r, st)}  # finished jobs are never swept
 
 
+def test_the_lost_message_of_a_one_task_job_is_queued_again(idle_broker):
+    """Training and curation jobs are one task each: lost when its message is nowhere."""
+    from workers import jobs
+    from workers.submit import submit_task_job
+    from workers.sweeper import run_task_id
+    from workers.tasks.sweep import requeue_lost
+    from workers.tasks.train import run as train_run
+
+    r, st = idle_broker
+    job_id, _ = submit_task_job(train_run, kind="train", params={"epochs": 1})
+    assert list(_messages(r, "train")) == [run_task_id(job_id)]
+    assert _find(r, st) == []  # waiting for the training worker
+    raw = _take(r, run_task_id(job_id), "train")
+    _hold_unacked(r, raw, "tag-train")
+    assert _find(r, st) == []  # with the training worker
+    r.hdel("unacked", "tag-train")  # ... which died before it recorded the message
+
+    (lost,) = requeue_lost(min_age_s=0, confirm_s=0)
+    assert (lost.job_id, lost.task, lost.describe()) == (
+        job_id,
+        "train.run",
+        f"{job_id}: train.run",
+    )
+    assert list(_messages(r, "train")) == [run_task_id(job_id)]  # same task, same id, same queue
+    assert _find(r, st) == []
+
+    old_id, _ = jobs.create_job(r, kind="pull", params={})  # a record without a task name
+    jobs.claim_enqueue(r, old_id)
+    assert old_id not in {x.job_id for x in _find(r, st)}
+
+
 def test_a_batch_lost_while_a_worker_runs_the_job_is_queued_again(scoring_service):
     """One batch message vanishes from the queue mid-job: the other batches finish, the job
     waits; one sweep (the beat task, run by the worker) queues the missing batch again and the
@@ -149,7 +182,7 @@ def test_a_batch_lost_while_a_worker_runs_the_job_is_queued_again(scoring_servic
     from workers.runtime import redis_client, store
     from workers.submit import submit_scoring
     from workers.sweeper import batch_task_id
-    from workers.tasks.score import requeue_lost, sweep
+    from workers.tasks.sweep import requeue_lost, sweep
 
     with bound(scoring_service.env):
         st, r = store(), redis_client()
@@ -182,10 +215,10 @@ def test_beat_sweeps_on_the_configured_interval(monkeypatch):
     from workers.settings import get_settings
 
     for value, expected in (("45", 45.0), ("0", None)):
-        monkeypatch.setenv("BIRTHMARK_SCORE_SWEEP_INTERVAL_S", value)
+        monkeypatch.setenv("BIRTHMARK_SWEEP_INTERVAL_S", value)
         get_settings.cache_clear()
-        entry = app.conf.beat_schedule.get("score-sweep-lost")
+        entry = app.conf.beat_schedule.get("jobs-sweep-lost")
         assert (entry and entry["schedule"]) == expected, entry
         if entry:
-            assert entry["task"] == "score.sweep"
+            assert entry["task"] == "jobs.sweep"
     get_settings.cache_clear()

@@ -134,12 +134,12 @@ def sweep(
     confirm_s: float = typer.Option(5.0, min=0, help="Seconds between the two looks."),
     min_age_s: float = typer.Option(60.0, min=0, help="Skip jobs queued more recently."),
 ) -> None:
-    """Find scoring work the broker lost and queue it again (beat does this every
-    BIRTHMARK_SCORE_SWEEP_INTERVAL_S; safe to repeat)."""
-    from workers.tasks.score import requeue_lost
+    """Find work the broker lost and queue it again (beat does this every
+    BIRTHMARK_SWEEP_INTERVAL_S; safe to repeat)."""
+    from workers.tasks.sweep import requeue_lost
 
     found = requeue_lost(min_age_s=min_age_s, confirm_s=confirm_s)
     for lost in found:
         console.print(f"queued again: {lost.describe()}")
     if not found:
-        console.print("nothing lost: every unfinished scoring job's work is queued or running")
+        console.print("nothing lost: every unfinished job's work is queued or running")

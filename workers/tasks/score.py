@@ -193,40 +193,6 @@ def finalize_job(job_id: str) -> dict[str, Any]:
     return summary
 
 
-@app.task(name="score.sweep", time_limit=300)
-def sweep() -> list[str] | None:
-    """Queue again the scoring work the broker lost (see :mod:`workers.sweeper`); beat runs it."""
-    r, owner = redis_client(), f"sweep-{time.time()}"
-    if not jobs.acquire_lock(r, "sweep", owner, ttl_s=300):
-        return None  # the previous sweep is still looking
-    try:
-        return [
-            lost.describe() for lost in requeue_lost(min_age_s=get_settings().score_sweep_min_age_s)
-        ]
-    finally:
-        jobs.release_lock(r, "sweep", owner)
-
-
-def requeue_lost(*, min_age_s: float = 60.0, confirm_s: float = 5.0) -> list[sweeper.Lost]:
-    """Find lost plans, batches and finalizes of scoring jobs, and queue each once more.
-
-    Running a batch twice is harmless (its part is overwritten, its counters bump once), so a
-    rare false find costs a duplicate run, never a row.
-    """
-    found = sweeper.find_lost(redis_client(), store(), min_age_s=min_age_s, confirm_s=confirm_s)
-    for lost in found:
-        log.warning("lost in the broker, queued again: %s", lost.describe())
-        if lost.plan:
-            queue_plan(lost.job_id)
-        for index, items in lost.batches.items():
-            batch.apply_async(
-                (lost.job_id, index, items), task_id=sweeper.batch_task_id(lost.job_id, index)
-            )
-        if lost.finalize:
-            finalize.apply_async((lost.job_id,), task_id=sweeper.finalize_task_id(lost.job_id))
-    return found
-
-
 def _cursor_key(prefix: str) -> str:
     return f"state/watch-{hashlib.sha1(prefix.encode()).hexdigest()[:12]}.json"
 
