@@ -16,6 +16,7 @@ __all__ = [
     "get_job",
     "update_job",
     "list_jobs",
+    "UNFINISHED",
     "unfinished_jobs",
     "done_batches",
     "complete_batch",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 _PREFIX = "birthmark:job:"
+UNFINISHED = ("queued", "running")  # statuses of a job whose work is still to run
 _INDEX = "birthmark:jobs"
 
 # Mark a batch complete at most once, then bump the counters; returns the number of batches done.
@@ -153,7 +155,7 @@ def unfinished_jobs(r: redis.Redis, *, since: float) -> dict[str, float | None]:
     return {
         job_id: float(enqueued_at) if enqueued_at else None
         for job_id, (status, enqueued_at) in zip(ids, pipe.execute(), strict=True)
-        if status in ("queued", "running")
+        if status in UNFINISHED
     }
 
 

@@ -129,7 +129,7 @@ class Lost:
 
 def _lost_in(r: redis.Redis, st: Store, job_id: str, in_broker: set[str]) -> Lost | None:
     job = jobs.get_job(r, job_id)  # read after the broker: finished meanwhile is not lost
-    if job is None or job["status"] not in ("queued", "running"):
+    if job is None or job["status"] not in jobs.UNFINISHED:
         return None
     if job["kind"] not in SCORING_KINDS:
         if not job.get("task") or run_task_id(job_id) in in_broker:
@@ -137,15 +137,18 @@ def _lost_in(r: redis.Redis, st: Store, job_id: str, in_broker: set[str]) -> Los
         return Lost(job_id, task=job["task"])
     if plan_task_id(job_id) in in_broker or finalize_task_id(job_id) in in_broker:
         return None  # planning (or queueing its batches), or finalizing, right now
-    try:
-        planned = json.loads(st.get(plan_key(job_id)))
-    except ObjectMissing:
-        return Lost(job_id, plan=True)  # the plan message itself was lost
+    if job["status"] == "queued":
+        return Lost(job_id, plan=True)  # the plan message was lost before it ran
+    # The plan marks the job running with its batch count once its batches are planned.
     done = jobs.done_batches(r, job_id)
-    queued = {i for i in range(len(planned)) if batch_task_id(job_id, i) in in_broker}
-    missing = {i: items for i, items in enumerate(planned) if i not in done and i not in queued}
-    if missing:
-        return Lost(job_id, batches=missing)
+    queued = {i for i in range(job["batches"]) if batch_task_id(job_id, i) in in_broker}
+    missing = [i for i in range(job["batches"]) if i not in done and i not in queued]
+    if missing:  # only now read the batches' items (one store GET)
+        try:
+            planned = json.loads(st.get(plan_key(job_id)))
+        except ObjectMissing:
+            return Lost(job_id, plan=True)  # re-planning rebuilds the batches
+        return Lost(job_id, batches={i: planned[i] for i in missing})
     if not queued:  # every part written and no batch task left to finalize inline
         return Lost(job_id, finalize=True)
     return None

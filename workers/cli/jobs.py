@@ -13,6 +13,7 @@ from workers import results
 from workers.cli._common import console, print_json, table, wait_for_job
 from workers.cli.score import ROW_FIELDS, write_rows
 from workers.runtime import redis_client, store
+from workers.sweeper import SCORING_KINDS
 
 app = typer.Typer(help="Inspect, resume and sweep jobs.", no_args_is_help=True)
 
@@ -107,7 +108,7 @@ def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
     from workers.tasks.score import queue_plan
 
     job = _get(job_id)
-    if job["kind"] not in ("score", "watch"):
+    if job["kind"] not in SCORING_KINDS:
         raise typer.BadParameter(
             f"{job_id} is a {job['kind']} job; only scoring jobs resume by batch"
         )
@@ -132,7 +133,9 @@ def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
 @app.command()
 def sweep(
     confirm_s: float = typer.Option(5.0, min=0, help="Seconds between the two looks."),
-    min_age_s: float = typer.Option(60.0, min=0, help="Skip jobs queued more recently."),
+    min_age_s: float | None = typer.Option(
+        None, min=0, help="Skip jobs queued more recently [default: BIRTHMARK_SWEEP_MIN_AGE_S]."
+    ),
 ) -> None:
     """Find work the broker lost and queue it again (beat does this every
     BIRTHMARK_SWEEP_INTERVAL_S; safe to repeat)."""

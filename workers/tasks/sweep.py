@@ -26,19 +26,20 @@ def sweep() -> list[str] | None:
     if not jobs.acquire_lock(r, "sweep", owner, ttl_s=300):
         return None
     try:
-        found = requeue_lost(min_age_s=get_settings().sweep_min_age_s)
-        return [lost.describe() for lost in found]
+        return [lost.describe() for lost in requeue_lost()]
     finally:
         jobs.release_lock(r, "sweep", owner)
 
 
-def requeue_lost(*, min_age_s: float = 60.0, confirm_s: float = 5.0) -> list[sweeper.Lost]:
+def requeue_lost(*, min_age_s: float | None = None, confirm_s: float = 5.0) -> list[sweeper.Lost]:
     """Find lost work (a job's task, or a scoring job's plan, batches or finalize) and queue each
-    once more, under the same task id.
+    once more, under the same task id. ``min_age_s`` defaults to BIRTHMARK_SWEEP_MIN_AGE_S.
 
     Running a batch twice is harmless (its part is overwritten, its counters bump once) and a
     lost message never started its task, so a rare false find costs a duplicate run, not a row.
     """
+    if min_age_s is None:
+        min_age_s = get_settings().sweep_min_age_s
     found = sweeper.find_lost(
         redis_client(), store(), queues=QUEUES, min_age_s=min_age_s, confirm_s=confirm_s
     )
