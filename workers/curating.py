@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
 from typing import Any
 
 import pandas as pd
 
 import curation
 import models
+from workers.isolated_decode import DecoderCrashed, DecoderHung, decode_in_child
 from workers.pulls import list_pulls, read_pull_images
 from workers.store import ObjectMissing, Store
 
@@ -26,6 +30,8 @@ __all__ = [
 
 LATEST_KEY = "curated/LATEST"
 
+log = logging.getLogger(__name__)
+
 
 def _clean(v: Any) -> Any:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
@@ -37,22 +43,30 @@ def image_features(
     *,
     thresholds: curation.PhoneThresholds | None,
     max_pixels: int,
+    isolate: bool = False,
+    child_timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Phone-likeness, perceptual hash and readability of one stored image."""
+    """Phone-likeness, perceptual hash and readability of one stored image.
+
+    With ``isolate`` the image is decoded in a child process
+    (:func:`~workers.isolated_decode.decode_in_child`, killed after ``child_timeout_s``): a file
+    that crashes or hangs the decoder is then an unreadable image, not a dead worker.
+    """
     thresholds = thresholds or curation.PhoneThresholds()
     key = _clean(row.get("key"))
     if key is None:
         reason = "missing: the image was not downloaded"
         return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
                 "phone_reasons": reason, "phash": None}  # fmt: skip
+    decode = partial(decode_in_child, timeout_s=child_timeout_s) if isolate else models.decode_image
     try:
         # Straight to the filter's working scale: the JPEG decoder's own 1/2-1/8 scaling does
         # most of the shrink (the draft the filter applies to a lazily opened JPEG). Decoding
         # to 256 px first cost ~25% of the filter's throughput.
-        decoded = models.decode_image(
-            store.get(key), max_pixels=max_pixels, target=thresholds.working_size
-        )
-    except (models.ImageError, ObjectMissing) as err:
+        decoded = decode(store.get(key), max_pixels=max_pixels, target=thresholds.working_size)
+    except (models.ImageError, ObjectMissing, DecoderCrashed) as err:
+        if isinstance(err, DecoderCrashed):
+            log.error("%s: %s", key, err)
         return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
                 "phone_reasons": f"unreadable: {err}", "phash": None}  # fmt: skip
     metadata = {k: _clean(row.get(k)) for k in ("image_type", "dermoscopic_type")}
@@ -104,20 +118,46 @@ def publish_version(
     max_pixels: int = 120_000_000,
     threads: int = 4,
     on_progress: Callable[[int, int], None] | None = None,
+    isolate_decoding: bool = False,
+    hang_s: float | None = None,
 ) -> dict[str, Any]:
-    """Build the manifest and publish it as ``curated/<version>/`` (no-op if it exists)."""
+    """Build the manifest and publish it as ``curated/<version>/`` (no-op if it exists).
+
+    ``isolate_decoding`` decodes each image in a child process (see :func:`image_features`).
+    ``hang_s`` bounds the wait for each image: past it, in process, :class:`DecoderHung` is
+    raised and the stuck thread left behind; in a child, the child is killed after as long and
+    the image is unreadable.
+    """
     images = gather_images(store, pull_ids)
     rows = images.to_dict("records")
     features: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="curate")
+    wait_s = None if isolate_decoding else hang_s  # a child's own timeout bounds the wait there
+    try:
         futures = [
-            pool.submit(image_features, store, r, thresholds=thresholds, max_pixels=max_pixels)
+            pool.submit(
+                image_features,
+                store,
+                r,
+                thresholds=thresholds,
+                max_pixels=max_pixels,
+                isolate=isolate_decoding,
+                child_timeout_s=hang_s,
+            )  # fmt: skip
             for r in rows
         ]
         for i, fut in enumerate(futures):
-            features.append(fut.result())
+            try:
+                features.append(fut.result(timeout=wait_s))
+            except FutureTimeout:
+                raise DecoderHung(
+                    f"{rows[i].get('key')}: not fetched and decoded in {wait_s:g} s"
+                ) from None
             if on_progress and (i % 25 == 0 or i + 1 == len(futures)):
                 on_progress(i + 1, len(futures))
+    finally:
+        # Never wait here: a hung decoder's thread cannot be stopped, and the rest are cancelled.
+        pool.shutdown(wait=False, cancel_futures=True)
     feats = pd.DataFrame(features)
     # Cues measured now win over any stale copy the pull's table carries (e.g. readable).
     table = pd.concat(

@@ -1,9 +1,10 @@
-"""Decode one upload in a child process: a decoder that crashes kills the child, not the worker.
+"""Decode one image in a child process: a decoder that crashes kills the child, not the worker.
 
 Pillow, libjpeg-turbo, libwebp and libheif are C code; a crafted file that makes one of them crash
-would take the whole worker with it, and the batch, redelivered, would take the next worker too.
-A batch whose earlier run died (:func:`workers.jobs.start_batch_run`) therefore decodes each image
-in a child of its own: the file that crashes its child becomes a ``decoder_crashed`` error row.
+would take the whole worker with it, and the task, redelivered, would take the next worker too.
+Work whose earlier run died (:func:`workers.jobs.start_run`) therefore decodes each image in a
+child of its own: the file that crashes its child becomes a ``decoder_crashed`` error row in a
+scoring job, an unreadable (rejected) image in a curated version.
 
 Children fork from a forkserver that has imported :mod:`models` once (a fork, not a torch import,
 per image); where there is no forkserver they are spawned.
@@ -20,7 +21,7 @@ from PIL import Image
 
 import models
 
-__all__ = ["DecoderCrashed", "decode_for_scoring", "decode_in_child"]
+__all__ = ["DecoderCrashed", "DecoderHung", "decode_for_scoring", "decode_in_child"]
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -30,6 +31,10 @@ _context_lock = threading.Lock()
 
 class DecoderCrashed(RuntimeError):
     """The child decoding an image died (a signal, an abort) or did not answer in time."""
+
+
+class DecoderHung(RuntimeError):
+    """An image was not fetched and decoded in time; its thread cannot be stopped, only left."""
 
 
 def _mp_context():
@@ -45,17 +50,25 @@ def _mp_context():
         return _context
 
 
-def decode_for_scoring(data: bytes, *, max_pixels: int) -> tuple[Image.Image, str, tuple[int, int]]:
-    """``(image, quality, original size)``: what scoring needs of an upload, in this process."""
-    decoded = models.decode_image(data, max_pixels=max_pixels)
+def decode_for_scoring(
+    data: bytes, *, max_pixels: int, isolate: bool = False, timeout_s: float | None = None
+) -> tuple[Image.Image, str, tuple[int, int]]:
+    """``(image, quality, original size)``: what scoring needs of an upload.
+
+    Decoded in this process, or with ``isolate`` in a child (:func:`decode_in_child`).
+    """
+    if isolate:
+        decoded = decode_in_child(data, max_pixels=max_pixels, timeout_s=timeout_s)
+    else:
+        decoded = models.decode_image(data, max_pixels=max_pixels)
     return decoded.image, models.assess_quality(decoded), decoded.original_size
 
 
-def _decode(conn, data: bytes, max_pixels: int) -> None:
-    """The child: :func:`decode_for_scoring`, and the outcome sent back."""
+def _decode(conn, data: bytes, max_pixels: int, target: int | None) -> None:
+    """The child: :func:`models.decode_image`, and the outcome sent back."""
     models.set_threads(1)
     try:
-        conn.send(("ok", *decode_for_scoring(data, max_pixels=max_pixels)))
+        conn.send(("ok", models.decode_image(data, max_pixels=max_pixels, target=target)))
     except models.ImageError as err:
         conn.send(("error", err.kind, str(err)))
     finally:
@@ -72,9 +85,13 @@ def _describe(exitcode: int | None) -> str:
 
 
 def decode_in_child(
-    data: bytes, *, max_pixels: int, timeout_s: float | None = None
-) -> tuple[Image.Image, str, tuple[int, int]]:
-    """:func:`decode_for_scoring` in a fresh child process.
+    data: bytes,
+    *,
+    max_pixels: int,
+    target: int | None = 224,
+    timeout_s: float | None = None,
+) -> models.DecodedImage:
+    """:func:`models.decode_image` in a fresh child process.
 
     Raises :class:`models.ImageError` as :func:`models.decode_image` does, and
     :class:`DecoderCrashed` when the child dies or takes longer than ``timeout_s``
@@ -83,7 +100,7 @@ def decode_in_child(
     timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     ctx = _mp_context()
     receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_decode, args=(sender, data, max_pixels), name="decode")
+    child = ctx.Process(target=_decode, args=(sender, data, max_pixels, target), name="decode")
     child.start()
     sender.close()
     try:
@@ -101,5 +118,4 @@ def decode_in_child(
     child.join()
     if outcome[0] == "error":
         raise models.ImageError(outcome[1], outcome[2])
-    _, image, quality, size = outcome
-    return image, quality, size
+    return outcome[1]

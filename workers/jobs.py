@@ -20,6 +20,8 @@ __all__ = [
     "unfinished_jobs",
     "done_batches",
     "complete_batch",
+    "start_run",
+    "end_run",
     "start_batch_run",
     "end_batch_run",
     "acquire_lock",
@@ -191,19 +193,29 @@ return 0
 """
 
 
-def start_batch_run(r: redis.Redis, job_id: str, batch: int) -> int:
-    """Count a run of batch ``batch`` as started; returns how many earlier runs never ended.
+def start_run(r: redis.Redis, job_id: str, part: str = "run") -> int:
+    """Count a run of ``part`` of a job as started; returns how many earlier runs never ended.
 
     A run that never ended had its worker die under it (killed, out of memory, or a decoder that
-    crashed the process); the redelivered batch can then decode in child processes.
+    crashed the process); the redelivered task can then decode in child processes.
     """
-    key = f"{_PREFIX}{job_id}:batch:{batch}:runs"
+    key = f"{_PREFIX}{job_id}:{part}:runs"
     return int(r.register_script(_START_RUN)(keys=[key], args=[_RUN_TTL_S])) - 1
 
 
+def end_run(r: redis.Redis, job_id: str, part: str = "run") -> None:
+    """The run counted by :func:`start_run` ended (done, or failed and will retry)."""
+    r.register_script(_END_RUN)(keys=[f"{_PREFIX}{job_id}:{part}:runs"])
+
+
+def start_batch_run(r: redis.Redis, job_id: str, batch: int) -> int:
+    """:func:`start_run` for batch ``batch`` of a scoring job."""
+    return start_run(r, job_id, f"batch:{batch}")
+
+
 def end_batch_run(r: redis.Redis, job_id: str, batch: int) -> None:
-    """The run counted by :func:`start_batch_run` ended (scored, or failed and will retry)."""
-    r.register_script(_END_RUN)(keys=[f"{_PREFIX}{job_id}:batch:{batch}:runs"])
+    """:func:`end_run` for batch ``batch`` of a scoring job."""
+    end_run(r, job_id, f"batch:{batch}")
 
 
 def acquire_lock(r: redis.Redis, name: str, owner: str, *, ttl_s: int) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 import models
-from workers.isolated_decode import DecoderCrashed, decode_for_scoring, decode_in_child
+from workers.isolated_decode import DecoderCrashed, DecoderHung, decode_for_scoring
 from workers.store import InvalidKey, ObjectMissing, ObjectTooLarge, Store, validate_key
 
 __all__ = [
@@ -48,10 +48,6 @@ ERROR_KINDS = (
 
 class ModelUnavailable(RuntimeError):
     """The champion cannot be loaded (checksum mismatch, missing card or weights)."""
-
-
-class DecoderHung(RuntimeError):
-    """An image was not fetched and decoded in time; its thread cannot be stopped, only left."""
 
 
 @dataclass(frozen=True)
@@ -147,11 +143,10 @@ def _fetch_and_decode(
     except ObjectTooLarge as err:
         return _Fetched(item, row=_error(item, "too_large", str(err)))
     try:
-        if isolate:
-            return _Fetched(
-                item, *decode_in_child(data, max_pixels=max_pixels, timeout_s=child_timeout_s)
-            )
-        return _Fetched(item, *decode_for_scoring(data, max_pixels=max_pixels))
+        decoded = decode_for_scoring(
+            data, max_pixels=max_pixels, isolate=isolate, timeout_s=child_timeout_s
+        )
+        return _Fetched(item, *decoded)
     except models.ImageError as err:
         return _Fetched(item, row=_error(item, err.kind, str(err)))
     except DecoderCrashed as err:

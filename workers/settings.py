@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         "counts as a hung decoder: the batch is retried with each image decoded in a child "
         "process, killed after as long. Above the S3 client's retries (4 x 30 s read timeout).",
     )
+    curation_decode_hang_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="The same bound for a curation job's images: past it the job is retried with "
+        "each image decoded in a child process, and an image that hangs there is unreadable.",
+    )
     score_fetch_nice: int = Field(
         default=10,
         ge=0,

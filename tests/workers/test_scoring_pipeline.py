@@ -206,8 +206,10 @@ def test_isolated_decoding_gives_the_same_rows_and_error_kinds():
 def test_a_child_decoder_that_runs_too_long_is_killed_and_reported():
     from workers.isolated_decode import DecoderCrashed, decode_in_child
 
-    image, quality, size = decode_in_child(good_jpeg(1, size=(320, 240)), max_pixels=10**8)
-    assert (image.mode, size) == ("RGB", (320, 240)) and quality
+    decoded = decode_in_child(good_jpeg(1, size=(320, 240)), max_pixels=10**8, target=96)
+    assert (decoded.image.mode, decoded.format) == ("RGB", "JPEG")
+    assert decoded.original_size == (320, 240)
+    assert min(decoded.image.size) == 96
     with pytest.raises(DecoderCrashed, match="did not finish in 0.001 s"):
         decode_in_child(good_jpeg(2, size=(2000, 1500)), max_pixels=10**8, timeout_s=0.001)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -11,15 +12,17 @@ import curation as curation_lib
 from workers import jobs
 from workers.app import app
 from workers.curating import publish_version
+from workers.isolated_decode import DecoderHung
 from workers.pulls import run_isic_pull
 from workers.runtime import redis_client, store
 from workers.settings import Settings, get_settings
 from workers.submit import submit_task_job
 from workers.tasks._base import TRANSIENT, JobTask
 
+log = logging.getLogger(__name__)
 _settings = get_settings()
 _RETRY = {
-    "autoretry_for": TRANSIENT,
+    "autoretry_for": (*TRANSIENT, DecoderHung),
     "retry_backoff": 5,
     "retry_backoff_max": 120,
     "max_retries": 5,
@@ -57,16 +60,33 @@ def _pull(r: redis.Redis, job_id: str, params: dict[str, Any]) -> dict[str, Any]
 
 def _publish(r: redis.Redis, job_id: str, pulls: list[str] | None) -> dict[str, Any]:
     s = get_settings()
+    died = jobs.start_run(r, job_id, "publish")
+    if died:
+        # A worker died while this job decoded images, or a decoder hung: perhaps on one of the
+        # pulled files. Decode each image in a child process, so such a file ends unreadable.
+        log.warning("curation %s: %d earlier run(s) died or hung; decoding in child processes",
+                    job_id, died)  # fmt: skip
     jobs.update_job(r, job_id, status="running", progress={"stage": "phone-likeness"})
-    return publish_version(
-        store(),
-        pull_ids=pulls,
-        thresholds=phone_thresholds(s),
-        allowed_licences=s.allowed_licence_list,
-        max_distance=s.duplicate_max_distance,
-        max_pixels=s.max_image_pixels,
-        on_progress=_progress(r, job_id, "phone-likeness"),
-    )
+    try:
+        summary = publish_version(
+            store(),
+            pull_ids=pulls,
+            thresholds=phone_thresholds(s),
+            allowed_licences=s.allowed_licence_list,
+            max_distance=s.duplicate_max_distance,
+            max_pixels=s.max_image_pixels,
+            on_progress=_progress(r, job_id, "phone-likeness"),
+            isolate_decoding=died > 0,
+            hang_s=s.curation_decode_hang_s,
+        )
+    except DecoderHung:
+        log.error("curation %s: a decoder hung; retrying in child processes", job_id)
+        raise  # the run stays counted as not ended
+    except BaseException:
+        jobs.end_run(r, job_id, "publish")
+        raise
+    jobs.end_run(r, job_id, "publish")
+    return summary
 
 
 @app.task(name="curation.pull", base=JobTask, time_limit=_settings.curation_time_limit_s, **_RETRY)
