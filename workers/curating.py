@@ -37,6 +37,12 @@ def _clean(v: Any) -> Any:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
+def _unreadable(reason: str) -> dict[str, Any]:
+    """The features of an image that could not be read: rejected, with ``reason``."""
+    return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
+            "phone_reasons": reason, "phash": None}  # fmt: skip
+
+
 def image_features(
     store: Store,
     row: dict[str, Any],
@@ -55,20 +61,18 @@ def image_features(
     thresholds = thresholds or curation.PhoneThresholds()
     key = _clean(row.get("key"))
     if key is None:
-        reason = "missing: the image was not downloaded"
-        return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
-                "phone_reasons": reason, "phash": None}  # fmt: skip
+        return _unreadable("missing: the image was not downloaded")
     decode = partial(decode_in_child, timeout_s=child_timeout_s) if isolate else models.decode_image
     try:
         # Straight to the filter's working scale: the JPEG decoder's own 1/2-1/8 scaling does
         # most of the shrink (the draft the filter applies to a lazily opened JPEG). Decoding
         # to 256 px first cost ~25% of the filter's throughput.
         decoded = decode(store.get(key), max_pixels=max_pixels, target=thresholds.working_size)
-    except (models.ImageError, ObjectMissing, DecoderCrashed) as err:
-        if isinstance(err, DecoderCrashed):
-            log.error("%s: %s", key, err)
-        return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
-                "phone_reasons": f"unreadable: {err}", "phash": None}  # fmt: skip
+    except (models.ImageError, ObjectMissing) as err:
+        return _unreadable(f"unreadable: {err}")
+    except DecoderCrashed as err:
+        log.error("%s: %s", key, err)
+        return _unreadable(f"unreadable: {err}")
     metadata = {k: _clean(row.get(k)) for k in ("image_type", "dermoscopic_type")}
     verdict = curation.phone_likeness(decoded.image, metadata, thresholds=thresholds)
     return {
@@ -143,7 +147,7 @@ def publish_version(
                 max_pixels=max_pixels,
                 isolate=isolate_decoding,
                 child_timeout_s=hang_s,
-            )  # fmt: skip
+            )
             for r in rows
         ]
         for i, fut in enumerate(futures):
