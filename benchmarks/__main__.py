@@ -44,6 +44,8 @@ ROWS = (
     f"train {TRAIN_PX}px (default)",
     "train 224px",
     "torch.compile",
+    "TorchScript",
+    "TorchScript, GIL busy",
 )
 
 
@@ -249,6 +251,25 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
         )
     else:
         rows.append(Row("torch.compile", "skipped (--no-compile)"))
+
+    # The score worker's setting: TorchScript, one torch thread on small machines, 0.5 ms switches.
+    from workers.settings import get_settings
+
+    settings = get_settings()
+    ts = hardware.torchscript_rates(
+        card,
+        weights,
+        images,
+        threads=settings.score_torch_thread_count,
+        switch_ms=settings.score_gil_switch_ms or 5.0,
+        repeats=args.repeats,
+    )
+    log(f"torchscript: {ts}")
+    for name, key in (("TorchScript", ""), ("TorchScript, GIL busy", "_busy")):
+        ours, eager = ts["torchscript" + key], ts["eager" + key]
+        rows.append(
+            Row(name, f"{ours:.1f} img/s", f"{eager:.1f} img/s eager", f"{ours / eager:.2f}")
+        )
     return rows
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +15,14 @@ import models
 from benchmarks._timing import median_rate
 from models.predictor import forward_views
 
-__all__ = ["compile_payback", "gemm_flops", "gemm_rates", "model_flops", "predictor_rate"]
+__all__ = [
+    "compile_payback",
+    "gemm_flops",
+    "gemm_rates",
+    "model_flops",
+    "predictor_rate",
+    "torchscript_rates",
+]
 
 
 def gemm_rates(*, n: int = 2048, repeats: int = 5) -> dict[str, float]:
@@ -78,3 +88,53 @@ def compile_payback(card: dict, weights: bytes, images, *, repeats: int = 3) -> 
         "compiled": compiled_rate,
         "payback_images": payback,
     }
+
+
+@contextmanager
+def _python_busy():
+    """A thread running pure Python meanwhile: it wants the GIL all the time, as boto3 in the
+    fetch threads or the Celery consumer do part of the time."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def torchscript_rates(
+    card: dict, weights: bytes, images, *, threads: int, switch_ms: float, repeats: int = 3
+) -> dict[str, float]:
+    """Eager and TorchScript ``predict`` img/s (with metadata, as scoring calls it), alone and
+    beside a thread running Python, at the score worker's torch threads and GIL switch interval."""
+    eager = models.Predictor(models.load_checkpoint(weights, card), card, device="cpu")
+    traced = models.Predictor(
+        models.load_checkpoint(weights, card), card, device="cpu", torchscript=True
+    )
+    if traced.traced is None:
+        raise RuntimeError("the champion could not be traced; see the log")
+    meta = [{}] * len(images)
+    saved = sys.getswitchinterval(), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    sys.setswitchinterval(switch_ms / 1000)
+    rates: dict[str, float] = {}
+    try:
+        for busy in (False, True):
+            for name, p in (("eager", eager), ("torchscript", traced)):
+                run = lambda p=p: p.predict(images, meta)  # noqa: E731
+                if busy:
+                    with _python_busy():
+                        rates[f"{name}_busy"] = median_rate(run, len(images), repeats=repeats)
+                else:
+                    rates[name] = median_rate(run, len(images), repeats=repeats)
+    finally:
+        sys.setswitchinterval(saved[0])
+        torch.set_num_threads(saved[1])
+    return rates

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -22,7 +24,10 @@ __all__ = [
     "forward_views",
     "resolve_device",
     "set_threads",
+    "trace_frozen",
 ]
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 FLIPS = ((3,), (2,), (2, 3))  # horizontal, vertical, both: the views test-time flips add
@@ -75,6 +80,42 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def trace_frozen(
+    model: nn.Module, *, image_size: int, device: torch.device | str = "cpu"
+) -> torch.jit.ScriptModule | None:
+    """``model(images, metadata)`` traced and frozen as TorchScript, or None where that fails.
+
+    The traced module runs a whole forward pass in C++ and takes the GIL once per call, where
+    eager mode takes it back after every op: next to threads running Python (downloads, the
+    Celery consumer) the eager model waits on the GIL between ops, the traced one does not.
+    The trace is checked against ``model`` on a batch of another size and discarded (None,
+    logged) if it fails or differs, e.g. for a forward pass whose control flow depends on values.
+    TorchScript is deprecated upstream in favour of ``torch.export``; the pinned torch runs it.
+    """
+    model = model.eval()
+
+    def inputs(records: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.randn(len(records), 3, image_size, image_size, device=device)
+        meta = torch.from_numpy(encode_metadata(records)).to(device)
+        return images.contiguous(memory_format=torch.channels_last), meta
+
+    example = inputs([{}, {"age": 50}])
+    check = inputs([{"sex": "female"}, {}, {"age": 70, "anatom_site_general": "head/neck"}])
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the deprecation notice and tracer hints
+            traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
+            with torch.inference_mode():
+                same = torch.allclose(traced(*check), model(*check), rtol=1e-4, atol=1e-5)
+    except Exception as err:  # noqa: BLE001 (any tracing failure means: run eager)
+        log.warning("TorchScript trace failed, scoring runs eager: %s", err)
+        return None
+    if not same:
+        log.warning("TorchScript trace differs from the model, scoring runs eager")
+        return None
+    return traced
+
+
 def forward_views(
     model: nn.Module, batch: torch.Tensor, meta: torch.Tensor | None, *, flips: bool
 ) -> torch.Tensor:
@@ -99,7 +140,9 @@ class Predictor:
     logits by ``card["temperature"]`` and adding ``card["logit_bias"]`` to class 1's (calibration
     fitted at training time; 1.0 and 0.0 when absent).
     The network is copied with BatchNorm folded into the convolutions, so ``model`` is left as it
-    was. ``compile=True`` wraps it in ``torch.compile`` (the first batch pays the compile time).
+    was. ``compile=True`` wraps it in ``torch.compile`` (the first batch pays the compile time);
+    ``torchscript=True`` also keeps a traced, frozen copy (:func:`trace_frozen`) for calls with
+    metadata, which take the GIL once per forward pass instead of once per op.
     Test-time flips (``forward_views``) follow ``card["test_time_flips"]``, so scoring does what
     training calibrated and evaluated (off for cards written before the key existed); ``flips``
     overrides the card (benchmarks compare both on one model).
@@ -113,10 +156,13 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 32,
         compile: bool = False,
+        torchscript: bool = False,
         flips: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if compile and torchscript:
+            raise ValueError("compile and torchscript are alternatives; pick one")
         self.device = resolve_device(device)
         self.card = dict(card)
         self.batch_size = batch_size
@@ -135,6 +181,12 @@ class Predictor:
         self.model = net.to(self.device, memory_format=torch.channels_last)
         if compile:
             self.model = torch.compile(self.model, dynamic=False)
+        # Used whenever metadata is given (scoring always gives it); None runs eager.
+        self.traced = (
+            trace_frozen(self.model, image_size=self.image_size, device=self.device)
+            if torchscript
+            else None
+        )
 
     def _logits(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
         batch = to_batch(
@@ -145,10 +197,10 @@ class Predictor:
             colour_constancy_method=self.colour_constancy,
         )
         batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
-        meta = None
-        if metadata is not None:
-            meta = torch.from_numpy(encode_metadata(metadata)).to(self.device, non_blocking=True)
-        return forward_views(self.model, batch, meta, flips=self.flips)
+        if metadata is None:
+            return forward_views(self.model, batch, None, flips=self.flips)
+        meta = torch.from_numpy(encode_metadata(metadata)).to(self.device, non_blocking=True)
+        return forward_views(self.traced or self.model, batch, meta, flips=self.flips)
 
     def _forward(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
         z = self._logits(images, metadata) / self.temperature

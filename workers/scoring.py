@@ -75,7 +75,13 @@ class ScoringModel:
 
 
 def load_scoring_model(
-    store: Store, model_id: str, *, device: str, threshold: float, compile: bool = False
+    store: Store,
+    model_id: str,
+    *,
+    device: str,
+    threshold: float,
+    compile: bool = False,
+    torchscript: bool = False,
 ) -> ScoringModel:
     from workers import registry
 
@@ -86,7 +92,9 @@ def load_scoring_model(
     except (models.ChecksumError, ObjectMissing, ValueError) as err:
         # A corrupt or half-published model must not crash batches: its inputs become error rows.
         raise ModelUnavailable(f"model {model_id} cannot be loaded: {err}") from err
-    predictor = models.Predictor(net, card, device=device, compile=compile)
+    predictor = models.Predictor(
+        net, card, device=device, compile=compile, torchscript=torchscript and not compile
+    )
     return ScoringModel(model_id, predictor, threshold)
 
 

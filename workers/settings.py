@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     watch_prefix: str = "uploads/"
     watch_interval_s: float = Field(default=30.0, gt=0)
     compile_model: bool = Field(default=False, description="torch.compile the scoring model.")
+    score_torchscript: bool = Field(
+        default=True,
+        description="Score with a traced, frozen TorchScript copy of the model (eager if the trace "
+        "fails its check): it takes the GIL once per forward pass instead of once per op, so the "
+        "fetch threads' Python does not stall it. Ignored when compile_model is on.",
+    )
     score_torch_threads: int = Field(
         default=0,
         ge=0,

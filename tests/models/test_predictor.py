@@ -96,3 +96,48 @@ def test_flips_average_the_logits_of_four_views(rng):
     np.testing.assert_allclose(from_card.predict(images), flipped, atol=1e-6)
     overridden = Predictor(model, {**card, "test_time_flips": True}, device="cpu", flips=False)
     np.testing.assert_allclose(overridden.predict(images), plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["resnet10_multimodal", "resnet10_image"])
+def test_torchscript_scores_as_the_eager_model(rng, arch):
+    torch.manual_seed(0)
+    model = build_model(arch)
+    card = {"arch": arch, "image_size": 48, "test_time_flips": True}
+    images = [lesion_image(rng, size=60) for _ in range(7)]
+    meta = [{"age": 30 + 5 * i, "sex": "female"} for i in range(7)]
+    eager = Predictor(model, card, device="cpu", batch_size=4)
+    traced = Predictor(model, card, device="cpu", batch_size=4, torchscript=True)
+    assert eager.traced is None and isinstance(traced.traced, torch.jit.ScriptModule)
+    # Batches of 4 and 3, neither the size it was traced at; with and without metadata.
+    np.testing.assert_allclose(traced.predict(images, meta), eager.predict(images, meta), atol=1e-6)
+    np.testing.assert_allclose(traced.predict(images), eager.predict(images), atol=1e-6)
+    np.testing.assert_allclose(traced.logits(images, meta), eager.logits(images, meta), atol=1e-5)
+
+
+class _BatchSizeDependent(torch.nn.Module):
+    """Control flow on a value the trace freezes: the trace keeps the branch it saw."""
+
+    def forward(self, images, metadata=None):
+        logits = images.mean(dim=(2, 3))[:, :2]
+        return logits if images.shape[0] % 2 == 0 else logits + 1.0
+
+
+class _Untraceable(torch.nn.Module):
+    def forward(self, images, metadata=None):
+        return {"logits": images.mean().item()}  # a Python float: not traceable
+
+
+def test_a_trace_that_fails_or_differs_is_dropped(caplog):
+    from models.predictor import trace_frozen
+
+    with caplog.at_level("WARNING", logger="models.predictor"):
+        assert trace_frozen(_BatchSizeDependent(), image_size=4) is None
+        assert trace_frozen(_Untraceable(), image_size=4) is None
+    assert "differs from the model" in caplog.text and "trace failed" in caplog.text
+    # The same module without the branch traces fine: the refusal above is the check's doing.
+    assert trace_frozen(build_model("resnet10_image"), image_size=16) is not None
+
+
+def test_torchscript_and_compile_are_exclusive():
+    with pytest.raises(ValueError, match="alternatives"):
+        Predictor(build_model("resnet10_image"), {"image_size": 32}, compile=True, torchscript=True)

@@ -9,7 +9,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
+import models
 from tests.workers.helpers import good_jpeg
 from workers import scoring
 from workers.scoring import Item, ScoringModel, score_batch
@@ -190,6 +193,30 @@ def test_score_worker_shortens_the_gil_switch_interval_when_it_loads_a_model(env
     finally:
         sys.setswitchinterval(before)
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("setting", "traced"), [(None, True), ("0", False)])
+def test_score_worker_scores_with_torchscript_unless_turned_off(env, monkeypatch, setting, traced):
+    from benchmarks._stack import reset_caches
+    from tests.workers.helpers import publish_tiny_champion
+    from workers.runtime import store
+    from workers.tasks import score
+
+    if setting is not None:
+        monkeypatch.setenv("BIRTHMARK_SCORE_TORCHSCRIPT", setting)
+    monkeypatch.setattr(score, "_loaded", {})
+    reset_caches()
+    publish_tiny_champion(store())
+    before, threads = sys.getswitchinterval(), torch.get_num_threads()
+    try:
+        predictor = score.current_model().predictor
+    finally:
+        sys.setswitchinterval(before)
+        torch.set_num_threads(threads)
+    assert (predictor.traced is not None) is traced
+    image = Image.new("RGB", (40, 30), (180, 120, 100))
+    eager = models.Predictor(predictor.model, predictor.card, device="cpu")  # the folded net
+    np.testing.assert_allclose(predictor.predict([image], [{}]), eager.predict([image], [{}]))
 
 
 def test_isolated_decoding_gives_the_same_rows_and_error_kinds():

@@ -62,8 +62,10 @@ def _load(st, model_id: str) -> ScoringModel:
             device=settings.device,
             threshold=settings.score_threshold,
             compile=settings.compile_model,
+            torchscript=settings.score_torchscript,
         )
-        log.info("scoring with model %s", model_id)
+        traced = _loaded[model_id].predictor.traced is not None
+        log.info("scoring with model %s (%s)", model_id, "TorchScript" if traced else "eager")
     return _loaded[model_id]
 
 
