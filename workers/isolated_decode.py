@@ -2,7 +2,7 @@
 
 Pillow, libjpeg-turbo, libwebp and libheif are C code; a crafted file that makes one of them crash
 would take the whole worker with it, and the task, redelivered, would take the next worker too.
-Work whose earlier run died (:func:`workers.jobs.start_run`) therefore decodes each image in a
+Work whose earlier run died (:func:`workers.runs.counted_run`) therefore decodes each image in a
 child of its own: the file that crashes its child becomes a ``decoder_crashed`` error row in a
 scoring job, an unreadable (rejected) image in a curated version.
 

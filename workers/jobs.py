@@ -22,8 +22,6 @@ __all__ = [
     "complete_batch",
     "start_run",
     "end_run",
-    "start_batch_run",
-    "end_batch_run",
     "acquire_lock",
     "refresh_lock",
     "release_lock",
@@ -206,16 +204,6 @@ def start_run(r: redis.Redis, job_id: str, part: str = "run") -> int:
 def end_run(r: redis.Redis, job_id: str, part: str = "run") -> None:
     """The run counted by :func:`start_run` ended (done, or failed and will retry)."""
     r.register_script(_END_RUN)(keys=[f"{_PREFIX}{job_id}:{part}:runs"])
-
-
-def start_batch_run(r: redis.Redis, job_id: str, batch: int) -> int:
-    """:func:`start_run` for batch ``batch`` of a scoring job."""
-    return start_run(r, job_id, f"batch:{batch}")
-
-
-def end_batch_run(r: redis.Redis, job_id: str, batch: int) -> None:
-    """:func:`end_run` for batch ``batch`` of a scoring job."""
-    end_run(r, job_id, f"batch:{batch}")
 
 
 def acquire_lock(r: redis.Redis, name: str, owner: str, *, ttl_s: int) -> bool:

@@ -2,10 +2,10 @@
 
 Curation decodes archive images, a more trusted source than uploads, but a crafted or damaged file
 in a pull would otherwise take down every curation worker that picks the job up, for good. The
-worker that takes the job back after such a death (``jobs.start_run``) decodes each image in a
-child process: the file that kills its child is an unreadable, rejected image in the version and
-every other image is scored as usual. A decoder that never returns is given up on after
-``BIRTHMARK_CURATION_DECODE_HANG_S``, and the job is retried the same way.
+worker that takes the job back after such a death (``workers.runs.counted_run``) decodes each
+image in a child process: the file that kills its child is an unreadable, rejected image in the
+version and every other image is scored as usual. A decoder that never returns is given up on
+after ``BIRTHMARK_CURATION_DECODE_HANG_S``, and the job is retried the same way.
 
 The faults are real: ``crashing_decoder/sitecustomize.py`` (on the workers' ``PYTHONPATH`` only)
 makes the JPEG decoder SIGSEGV its process on a file carrying one marker and hang on another.

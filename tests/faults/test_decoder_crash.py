@@ -3,9 +3,9 @@ never return.
 
 The first worker dies on it, with both batches it was running. They come back after the visibility
 timeout; the worker that takes them sees that an earlier run never ended
-(``jobs.start_batch_run``) and decodes each image in a child process. The child decoding the file
-dies instead of the worker: that upload ends as a ``decoder_crashed`` error row, every other as an
-ok row, and the worker goes on to the next job on its fast path.
+(``workers.runs.counted_run``) and decodes each image in a child process. The child decoding the
+file dies instead of the worker: that upload ends as a ``decoder_crashed`` error row, every other
+as an ok row, and the worker goes on to the next job on its fast path.
 
 A decoder that never returns does not kill the worker; after ``BIRTHMARK_SCORE_DECODE_HANG_S`` the
 batch gives up on it (``DecoderHung``), leaves the stuck thread behind, and is retried the same way:
@@ -146,16 +146,26 @@ def test_a_file_that_hangs_the_decoder_costs_one_row_and_no_worker(
 
 
 def test_runs_of_a_batch_that_never_ended_are_counted(redis_server):
-    from workers import jobs
+    from workers.isolated_decode import DecoderHung
+    from workers.runs import counted_run
 
     r = redis.Redis.from_url(redis_server.url)
     job_id = f"score-{uuid.uuid4().hex[:8]}"
     key = f"birthmark:job:{job_id}:batch:0:runs"
-    assert jobs.start_batch_run(r, job_id, 0) == 0
-    jobs.end_batch_run(r, job_id, 0)
+
+    def run(part: str = "batch:0", error: type[BaseException] | None = None) -> bool:
+        with counted_run(r, job_id, part, label="test") as isolate:
+            if error is not None:
+                raise error("in the block")
+        return isolate
+
+    assert run() is False
     assert not r.exists(key)  # an ended run leaves nothing behind
-    assert jobs.start_batch_run(r, job_id, 0) == 0
-    # ... and this one dies without ending: the redelivery sees it, other batches do not.
-    assert jobs.start_batch_run(r, job_id, 0) == 1
-    assert jobs.start_batch_run(r, job_id, 1) == 0
+    with pytest.raises(ValueError):
+        run(error=ValueError)  # a failure ends the run too: the retry decodes in process
+    assert run() is False
+    with pytest.raises(DecoderHung):
+        run(error=DecoderHung)  # a hung decoder keeps the run open, as a death does
     assert 0 < r.ttl(key) <= 7 * 24 * 3600
+    assert run("batch:1") is False  # other batches do not see it
+    assert run() is True  # the retry does, and decodes in child processes

@@ -14,6 +14,7 @@ from workers.app import app
 from workers.curating import publish_version
 from workers.isolated_decode import DecoderHung
 from workers.pulls import run_isic_pull
+from workers.runs import counted_run
 from workers.runtime import redis_client, store
 from workers.settings import Settings, get_settings
 from workers.submit import submit_task_job
@@ -60,15 +61,9 @@ def _pull(r: redis.Redis, job_id: str, params: dict[str, Any]) -> dict[str, Any]
 
 def _publish(r: redis.Redis, job_id: str, pulls: list[str] | None) -> dict[str, Any]:
     s = get_settings()
-    died = jobs.start_run(r, job_id, "publish")
-    if died:
-        # A worker died while this job decoded images, or a decoder hung: perhaps on one of the
-        # pulled files. Decode each image in a child process, so such a file ends unreadable.
-        log.warning("curation %s: %d earlier run(s) died or hung; decoding in child processes",
-                    job_id, died)  # fmt: skip
     jobs.update_job(r, job_id, status="running", progress={"stage": "phone-likeness"})
-    try:
-        summary = publish_version(
+    with counted_run(r, job_id, "publish", label=f"curation {job_id}") as isolate:
+        return publish_version(
             store(),
             pull_ids=pulls,
             thresholds=phone_thresholds(s),
@@ -76,17 +71,9 @@ def _publish(r: redis.Redis, job_id: str, pulls: list[str] | None) -> dict[str, 
             max_distance=s.duplicate_max_distance,
             max_pixels=s.max_image_pixels,
             on_progress=_progress(r, job_id, "phone-likeness"),
-            isolate_decoding=died > 0,
+            isolate_decoding=isolate,
             hang_s=s.curation_decode_hang_s,
         )
-    except DecoderHung:
-        log.error("curation %s: a decoder hung; retrying in child processes", job_id)
-        raise  # the run stays counted as not ended
-    except BaseException:
-        jobs.end_run(r, job_id, "publish")
-        raise
-    jobs.end_run(r, job_id, "publish")
-    return summary
 
 
 @app.task(name="curation.pull", base=JobTask, time_limit=_settings.curation_time_limit_s, **_RETRY)

@@ -16,6 +16,7 @@ import models
 from workers import jobs, registry, sweeper
 from workers.app import app
 from workers.results import read_rows, summarize_rows, write_part, write_summary
+from workers.runs import counted_run
 from workers.runtime import redis_client, store
 from workers.scoring import DecoderHung, Item, ScoringModel, load_scoring_model, score_batch
 from workers.settings import get_settings
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 _settings = get_settings()
 _RETRY = {
-    # A hung decoder too: the retry decodes in child processes (see score_and_record).
+    # A hung decoder too: the retry decodes in child processes (see workers.runs).
     "autoretry_for": (*TRANSIENT, DecoderHung),
     "retry_backoff": 2,
     "retry_backoff_max": 30,
@@ -138,13 +139,7 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
     """The body of ``score.batch``; also run inline by ``plan`` for one-batch jobs."""
     settings = get_settings()
     st, r = store(), redis_client()
-    died = jobs.start_batch_run(r, job_id, index)
-    if died:
-        # A worker died while running this batch, or a decoder hung in it: perhaps on one of its
-        # files. Decode each image in a child process, so such a file ends as an error row.
-        log.warning("batch %s/%s: %d earlier run(s) died or hung; decoding in child processes",
-                    job_id, index, died)  # fmt: skip
-    try:
+    with counted_run(r, job_id, f"batch:{index}", label=f"batch {job_id}/{index}") as isolate:
         rows = score_batch(
             st,
             [Item.from_dict(d) for d in items],
@@ -154,16 +149,9 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
             max_pixels=settings.max_image_pixels,
             threads=settings.score_prefetch_threads,
             fetch_nice=settings.score_fetch_nice,
-            isolate_decoding=died > 0,
+            isolate_decoding=isolate,
             hang_s=settings.score_decode_hang_s,
         )
-    except DecoderHung:
-        log.error("batch %s/%s: a decoder hung; retrying in child processes", job_id, index)
-        raise  # the run stays counted as not ended
-    except BaseException:
-        jobs.end_batch_run(r, job_id, index)
-        raise
-    jobs.end_batch_run(r, job_id, index)
     for row in rows:
         row["batch"] = index
     write_part(st, job_id, index, rows)
