@@ -27,6 +27,10 @@ DEFAULT_TIMEOUT_S = 60.0
 
 _context: Any = None
 _context_lock = threading.Lock()
+# A forkserver child's exit status is read from a pipe once; a Process.start() in one thread polls
+# every live child (multiprocessing's _cleanup), so a join() in another thread could read it at the
+# same time, get EOF, and report exit code 255 for a child killed by a signal. One at a time.
+_children_lock = threading.Lock()
 
 
 class DecoderCrashed(RuntimeError):
@@ -84,6 +88,12 @@ def _describe(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+def _join(child) -> None:
+    """Wait for ``child`` to exit: a moment, as it answered or died already."""
+    with _children_lock:
+        child.join()
+
+
 def decode_in_child(
     data: bytes,
     *,
@@ -101,21 +111,22 @@ def decode_in_child(
     ctx = _mp_context()
     receiver, sender = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_decode, args=(sender, data, max_pixels, target), name="decode")
-    child.start()
+    with _children_lock:
+        child.start()
     sender.close()
     try:
         if not receiver.poll(timeout_s):
             child.kill()
-            child.join()
+            _join(child)
             raise DecoderCrashed(f"the decoder did not finish in {timeout_s:g} s")
         try:
             outcome = receiver.recv()
         except EOFError:  # the child died before it answered
-            child.join()
+            _join(child)
             raise DecoderCrashed(f"the decoder crashed ({_describe(child.exitcode)})") from None
     finally:
         receiver.close()
-    child.join()
+    _join(child)
     if outcome[0] == "error":
         raise models.ImageError(outcome[1], outcome[2])
     return outcome[1]

@@ -169,3 +169,51 @@ def test_runs_of_a_batch_that_never_ended_are_counted(redis_server):
     assert 0 < r.ttl(key) <= 7 * 24 * 3600
     assert run("batch:1") is False  # other batches do not see it
     assert run() is True  # the retry does, and decodes in child processes
+
+
+_CONCURRENT_CRASHES = """
+import collections, io, sys
+from concurrent.futures import ThreadPoolExecutor
+from PIL import Image
+from workers.isolated_decode import DecoderCrashed, decode_in_child
+
+def jpeg(size):
+    buf = io.BytesIO()
+    Image.new("RGB", size, (120, 90, 80)).save(buf, "JPEG")
+    return buf.getvalue()
+
+def one(i):
+    good = jpeg((320, 240))
+    data = good[:2] + b"\\xff\\xfe" + (len(MARKER) + 2).to_bytes(2, "big") + MARKER + good[2:]
+    try:
+        decode_in_child(data if i % 4 == 0 else good, max_pixels=10**8, timeout_s=30)
+        return "ok"
+    except DecoderCrashed as err:
+        return str(err)
+
+if __name__ == "__main__":
+    with ThreadPoolExecutor(4) as pool:
+        print(dict(collections.Counter(pool.map(one, range(int(sys.argv[1]))))))
+"""
+
+
+def test_children_decoding_in_parallel_threads_report_the_signal_that_killed_them(tmp_path):
+    # A scoring batch decodes in four fetch threads. multiprocessing reads a forkserver child's
+    # exit status once; unguarded, a start() in one thread could read it before the join() in
+    # another, which then saw EOF and reported "exit code 255" for a SIGSEGV (3 of 20 here).
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks._stack import REPO
+
+    script = tmp_path / "concurrent_crashes.py"
+    script.write_text(f"MARKER = {MARKER!r}\n" + _CONCURRENT_CRASHES)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HOOK)])}
+    out = subprocess.run(
+        [sys.executable, str(script), "96"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=240, check=True,
+    ).stdout  # fmt: skip
+    outcomes = ast.literal_eval(out.strip().splitlines()[-1])
+    assert outcomes == {"ok": 72, "the decoder crashed (killed by SIGSEGV)": 24}, outcomes
