@@ -133,6 +133,17 @@ def forward_views(
     return logits
 
 
+class _Views(nn.Module):
+    """:func:`forward_views` as one module, so that a trace covers the flips and their mean."""
+
+    def __init__(self, model: nn.Module, *, flips: bool) -> None:
+        super().__init__()
+        self.model, self.flips = model, flips
+
+    def forward(self, images: torch.Tensor, metadata: torch.Tensor) -> torch.Tensor:
+        return forward_views(self.model, images, metadata, flips=self.flips)
+
+
 class Predictor:
     """Wraps a network and its card for scoring: eval mode, inference mode, batching, calibration.
 
@@ -141,8 +152,8 @@ class Predictor:
     fitted at training time; 1.0 and 0.0 when absent).
     The network is copied with BatchNorm folded into the convolutions, so ``model`` is left as it
     was. ``compile=True`` wraps it in ``torch.compile`` (the first batch pays the compile time);
-    ``torchscript=True`` also keeps a traced, frozen copy (:func:`trace_frozen`) for calls with
-    metadata, which take the GIL once per forward pass instead of once per op.
+    ``torchscript=True`` also keeps a traced, frozen copy of the network with its test-time views
+    (:func:`trace_frozen`) for calls with metadata: a chunk then takes the GIL once, not per op.
     Test-time flips (``forward_views``) follow ``card["test_time_flips"]``, so scoring does what
     training calibrated and evaluated (off for cards written before the key existed); ``flips``
     overrides the card (benchmarks compare both on one model).
@@ -183,7 +194,9 @@ class Predictor:
             self.model = torch.compile(self.model, dynamic=False)
         # Used whenever metadata is given (scoring always gives it); None runs eager.
         self.traced = (
-            trace_frozen(self.model, image_size=self.image_size, device=self.device)
+            trace_frozen(
+                _Views(self.model, flips=self.flips), image_size=self.image_size, device=self.device
+            )
             if torchscript
             else None
         )
@@ -200,7 +213,9 @@ class Predictor:
         if metadata is None:
             return forward_views(self.model, batch, None, flips=self.flips)
         meta = torch.from_numpy(encode_metadata(metadata)).to(self.device, non_blocking=True)
-        return forward_views(self.traced or self.model, batch, meta, flips=self.flips)
+        if self.traced is not None:
+            return self.traced(batch, meta)  # the views included
+        return forward_views(self.model, batch, meta, flips=self.flips)
 
     def _forward(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
         z = self._logits(images, metadata) / self.temperature
