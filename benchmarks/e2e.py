@@ -21,6 +21,7 @@ from benchmarks._stack import RedisServer, S3Server, Worker, reset_caches
 from benchmarks._timing import percentile, side_by_side
 
 __all__ = [
+    "ExternalS3",
     "Stack",
     "bare_runner",
     "compare",
@@ -52,11 +53,21 @@ class MemoryStore:
         return self.objects[key]
 
 
+@dataclass(frozen=True)
+class ExternalS3:
+    """An S3 server the benchmark did not start (MinIO on another machine): it cannot count it."""
+
+    url: str
+
+    def requests(self) -> None:
+        return None
+
+
 @dataclass
 class Stack:
     workdir: Path
     redis: RedisServer
-    s3: S3Server
+    s3: S3Server | ExternalS3
     env: dict[str, str]
     workers: list[Worker] = field(default_factory=list)
 
@@ -123,18 +134,27 @@ def _publish_champion(store) -> str:
 
 
 @contextmanager
-def scoring_stack(*, workers: int = 1, **worker_env: str) -> Iterator[Stack]:
+def scoring_stack(
+    *, workers: int = 1, s3_endpoint: str | None = None, **worker_env: str
+) -> Iterator[Stack]:
     """Redis + S3 (moto) + ``workers`` score workers, a champion with the production
-    card's preprocessing and test-time flips (untrained weights); env set in-process too."""
+    card's preprocessing and test-time flips (untrained weights); env set in-process too.
+
+    ``s3_endpoint`` uses that S3 server instead of starting moto here, in a new bucket
+    (credentials from the ``AWS_*`` environment): the store off this machine, as in production.
+    """
     saved = {k: v for k, v in os.environ.items() if k.startswith("BIRTHMARK_")}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bm-bench-") as tmp:
         workdir = Path(tmp)
         redis_server = RedisServer(workdir / "redis").start()
         stack.callback(redis_server.stop)
-        # The S3 server stands in for a store on other machines: its own process at the lowest
-        # CPU priority, so it runs on time the worker leaves idle rather than taking the worker's.
-        s3 = S3Server(process=True, nice=S3_NICE).start()
-        stack.callback(s3.stop)
+        if s3_endpoint:
+            s3 = ExternalS3(s3_endpoint)
+        else:
+            # The S3 server stands in for a store on other machines: its own process at the
+            # lowest CPU priority, so it runs on time the worker leaves idle, not the worker's.
+            s3 = S3Server(process=True, nice=S3_NICE).start()
+            stack.callback(s3.stop)
         env = {
             "BIRTHMARK_REDIS_URL": redis_server.url,
             "BIRTHMARK_STORE": f"s3://bench-{uuid.uuid4().hex[:8]}",
@@ -236,7 +256,8 @@ def request_counts(stack: Stack, blobs: list[bytes]) -> dict[str, float]:
     """Redis commands and S3 requests per image for one job (submit, worker, reading the rows).
 
     The benchmark's own status polls (one HGETALL each) are subtracted; idle workers' BRPOP
-    wake-ups (one per second each) are not, so short jobs show them.
+    wake-ups (one per second each) are not, so short jobs show them. S3 figures are None for
+    an external S3 server, which this benchmark cannot count.
     """
     keys = stack.upload(blobs)
     redis_before, s3_before = stack.redis_commands(), stack.s3.requests()
@@ -244,13 +265,15 @@ def request_counts(stack: Stack, blobs: list[bytes]) -> dict[str, float]:
     redis_delta = stack.redis_commands() - redis_before
     redis_delta["hgetall"] -= stack.polls
     redis_delta["info"] -= 1
-    s3_delta = stack.s3.requests() - s3_before
     n = len(blobs)
+    counts: dict = {"redis_per_image": sum(redis_delta.values()) / n, "redis": dict(redis_delta)}
+    if s3_before is None:
+        return {**counts, "s3_per_image": None, "s3_get_per_image": None, "s3": None}
+    s3_delta = stack.s3.requests() - s3_before
     return {
-        "redis_per_image": sum(redis_delta.values()) / n,
+        **counts,
         "s3_per_image": sum(s3_delta.values()) / n,
         "s3_get_per_image": s3_delta["GET"] / n,
-        "redis": dict(redis_delta),
         "s3": dict(s3_delta),
     }
 

@@ -29,3 +29,22 @@ def _tiny_jpeg_set(width: int, height: int, n: int, **kwargs) -> list[bytes]:
 
     # Same shape of work, a fraction of the pixels: keeps the smoke run well under a minute.
     return jpeg_set(width // 4, height // 4, n, **kwargs)
+
+
+def test_the_stack_can_use_an_s3_server_it_did_not_start():
+    from benchmarks import e2e
+    from benchmarks._stack import S3Server
+
+    elsewhere = S3Server().start()  # stands in for MinIO on another machine
+    try:
+        blobs = _tiny_jpeg_set(1024, 768, 3)
+        with e2e.scoring_stack(s3_endpoint=elsewhere.url) as stack:
+            assert stack.env["BIRTHMARK_S3_ENDPOINT_URL"] == elsewhere.url
+            before = elsewhere.requests()["GET"]
+            counts = e2e.request_counts(stack, blobs)
+            served = elsewhere.requests()["GET"] - before
+        assert counts["s3"] is None and counts["s3_per_image"] is None  # not ours to count
+        assert counts["redis_per_image"] > 0
+        assert served >= len(blobs)  # the worker read the uploads from that server
+    finally:
+        elsewhere.stop()
