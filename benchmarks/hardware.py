@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -128,12 +128,10 @@ def torchscript_rates(
     try:
         for busy in (False, True):
             for name, p in (("eager", eager), ("torchscript", traced)):
-                run = lambda p=p: p.predict(images, meta)  # noqa: E731
-                if busy:
-                    with _python_busy():
-                        rates[f"{name}_busy"] = median_rate(run, len(images), repeats=repeats)
-                else:
-                    rates[name] = median_rate(run, len(images), repeats=repeats)
+                with _python_busy() if busy else nullcontext():
+                    run = lambda p=p: p.predict(images, meta)  # noqa: E731
+                    rate = median_rate(run, len(images), repeats=repeats)
+                rates[name + ("_busy" if busy else "")] = rate
     finally:
         sys.setswitchinterval(saved[0])
         torch.set_num_threads(saved[1])
