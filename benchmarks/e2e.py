@@ -32,12 +32,13 @@ __all__ = [
     "transport",
 ]
 
-# What `birthmark train` writes into a card by default: the input size and test-time flips (four
-# forward passes per image at 112 px: the FLOPs of one pass at 224 px).
+# What `birthmark train` writes into a card by default: the input size, colour constancy and
+# test-time flips (four forward passes per image at 112 px: the FLOPs of one pass at 224 px).
 _DEFAULTS = models.TrainConfig()
 PRODUCTION_CARD = {
     "arch": _DEFAULTS.arch,
     "image_size": _DEFAULTS.image_size,
+    "colour_constancy": _DEFAULTS.colour_constancy,
     "test_time_flips": _DEFAULTS.test_time_flips,
 }
 S3_NICE = 19  # the S3 server's session (autogroup) nice value; see scoring_stack
