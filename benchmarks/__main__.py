@@ -47,6 +47,7 @@ ROWS = (
     "torch.compile",
     "TorchScript",
     "TorchScript, GIL busy",
+    "prepared crops, GIL busy",
 )
 
 
@@ -270,6 +271,15 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
         rows.append(
             Row(name, f"{ours:.1f} img/s", f"{eager:.1f} img/s eager", f"{ours / eager:.2f}")
         )
+    ours, images_rate = ts["prepared_busy"], ts["torchscript_busy"]
+    rows.append(
+        Row(
+            "prepared crops, GIL busy",
+            f"{ours:.1f} img/s",
+            f"{images_rate:.1f} img/s from images",
+            f"{ours / images_rate:.2f}",
+        )
+    )
     return rows
 
 

@@ -113,7 +113,11 @@ def torchscript_rates(
     card: dict, weights: bytes, images, *, threads: int, switch_ms: float, repeats: int = 3
 ) -> dict[str, float]:
     """Eager and TorchScript ``predict`` img/s (with metadata, as scoring calls it), alone and
-    beside a thread running Python, at the score worker's torch threads and GIL switch interval."""
+    beside a thread running Python, at the score worker's torch threads and GIL switch interval.
+
+    ``prepared``: TorchScript on crops made beforehand by ``Predictor.prepare``, as the score
+    worker's fetch threads hand them over (crop and colour constancy off the inference thread).
+    """
     eager = models.Predictor(models.load_checkpoint(weights, card), card, device="cpu")
     traced = models.Predictor(
         models.load_checkpoint(weights, card), card, device="cpu", torchscript=True
@@ -121,15 +125,20 @@ def torchscript_rates(
     if traced.traced is None:
         raise RuntimeError("the champion could not be traced; see the log")
     meta = [{}] * len(images)
+    crops = [traced.prepare(im) for im in images]
     saved = sys.getswitchinterval(), torch.get_num_threads()
     torch.set_num_threads(threads)
     sys.setswitchinterval(switch_ms / 1000)
     rates: dict[str, float] = {}
     try:
         for busy in (False, True):
-            for name, p in (("eager", eager), ("torchscript", traced)):
+            for name, p, inputs in (
+                ("eager", eager, images),
+                ("torchscript", traced, images),
+                ("prepared", traced, crops),
+            ):
                 with _python_busy() if busy else nullcontext():
-                    run = lambda p=p: p.predict(images, meta)  # noqa: E731
+                    run = lambda p=p, inputs=inputs: p.predict(inputs, meta)  # noqa: E731
                     rate = median_rate(run, len(images), repeats=repeats)
                 rates[name + ("_busy" if busy else "")] = rate
     finally:

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .metadata import encode_metadata
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_batch
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, crop_array, stack_arrays
 
 __all__ = [
     "DEVICES",
@@ -201,14 +201,32 @@ class Predictor:
             else None
         )
 
-    def _logits(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
-        batch = to_batch(
-            images,
-            size=self.image_size,
-            mean=self.mean,
-            std=self.std,
-            colour_constancy_method=self.colour_constancy,
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """``image`` as this network's input crop (``models.crop_array`` at the card's size and
+        colour constancy): the per-image work of ``predict``.
+
+        ``predict`` takes these in place of images, so a caller can prepare images on other
+        threads while the network runs; the arithmetic is the same either way.
+        """
+        return crop_array(
+            image, size=self.image_size, colour_constancy_method=self.colour_constancy
         )
+
+    def _crop(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        if not isinstance(image, np.ndarray):
+            return self.prepare(image)
+        dtype = np.uint8 if self.colour_constancy == "none" else np.float32
+        if image.shape != (self.image_size, self.image_size, 3) or image.dtype != dtype:
+            raise ValueError(
+                f"a prepared image must be {self.image_size}x{self.image_size}x3 {dtype.__name__}"
+                f" (from this Predictor's prepare), got {image.shape} {image.dtype}"
+            )
+        return image
+
+    def _logits(
+        self, images: Sequence[Image.Image | np.ndarray], metadata: Sequence[Mapping] | None
+    ):
+        batch = stack_arrays([self._crop(im) for im in images], mean=self.mean, std=self.std)
         batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
         if metadata is None:
             return forward_views(self.model, batch, None, flips=self.flips)
@@ -236,9 +254,10 @@ class Predictor:
         return out
 
     def predict(
-        self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None = None
+        self, images: Sequence[Image.Image | np.ndarray], metadata: Sequence[Mapping] | None = None
     ) -> np.ndarray:
-        """Malignant probabilities, float64 ``[N]``; ``metadata`` rows align with ``images``."""
+        """Malignant probabilities, float64 ``[N]``; ``metadata`` rows align with ``images``
+        (PIL images, or crops from :meth:`prepare`)."""
         return self._batched(self._forward, images, metadata, ())
 
     def logits(

@@ -21,7 +21,9 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "colour_constancy",
+    "crop_array",
     "resize_center_crop",
+    "stack_arrays",
     "to_batch",
     "to_tensor",
 ]
@@ -78,6 +80,41 @@ def to_tensor(
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
+def crop_array(
+    image: Image.Image, *, size: int = 224, colour_constancy_method: str = "none"
+) -> np.ndarray:
+    """One image's share of :func:`to_batch`: its centre crop as ``[size, size, 3]``.
+
+    uint8 without colour constancy; with it, the colour-balanced float32 in [0, 1] (the same
+    arithmetic as ``to_tensor``: training and scoring must agree). Callers with threads to spare
+    can make these ahead of the model and hand them to :func:`stack_arrays`.
+    """
+    crop = np.asarray(resize_center_crop(image if image.mode == "RGB" else image.convert("RGB"),
+                                         size=size))  # fmt: skip
+    if colour_constancy_method == "none":
+        return crop
+    return colour_constancy(crop.astype(np.float32) / 255.0, method=colour_constancy_method)
+
+
+def stack_arrays(
+    arrays: Sequence[np.ndarray],
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Crops from :func:`crop_array` (all one dtype) as one normalised ``[N, 3, H, W]`` tensor.
+
+    The crops are stacked as NHWC, so the NCHW view is already channels_last (what the
+    convolutions want) and normalisation is one vectorised pass instead of one per image.
+    """
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    scale = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    if batch.dtype == torch.uint8:
+        return batch.float().sub_(shift * 255.0).div_(scale * 255.0)
+    return batch.sub(shift).div_(scale)
+
+
 def to_batch(
     images: Sequence[Image.Image],
     *,
@@ -86,32 +123,9 @@ def to_batch(
     std: Sequence[float] = IMAGENET_STD,
     colour_constancy_method: str = "none",
 ) -> torch.Tensor:
-    """Several images as one ``[N, 3, size, size]`` tensor (see ``to_tensor``), channels_last.
-
-    The uint8 crops are stacked as NHWC, so the NCHW view is already channels_last (what the
-    convolutions want) and normalisation is one vectorised pass instead of one per image.
-    """
+    """Several images as one ``[N, 3, size, size]`` tensor (see ``to_tensor``), channels_last."""
     if not images:
         return torch.empty((0, 3, size, size))
-    crops = np.stack(
-        [
-            np.asarray(resize_center_crop(im if im.mode == "RGB" else im.convert("RGB"), size=size))
-            for im in images
-        ]
-    )
-    if colour_constancy_method != "none":
-        # Same arithmetic as to_tensor, image by image: training and scoring must agree.
-        balanced = np.stack(
-            [
-                colour_constancy(c.astype(np.float32) / 255.0, method=colour_constancy_method)
-                for c in crops
-            ]
-        )
-        batch = torch.from_numpy(balanced).permute(0, 3, 1, 2)
-        scale = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        return batch.sub(shift).div_(scale)
-    batch = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
-    scale = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    return batch.sub_(shift).div_(scale)
+    crops = [crop_array(im, size=size, colour_constancy_method=colour_constancy_method)
+             for im in images]  # fmt: skip
+    return stack_arrays(crops, mean=mean, std=std)

@@ -3,11 +3,12 @@
 Every item ends as exactly one row, ``ok`` or ``error`` with a kind; only a transient store failure
 (:class:`~workers.store.StoreUnavailable`) escapes, so the Celery task retries the whole batch.
 
-The model should never wait: the fetch pool lives as long as the process (a batch starts fetching
-at once), the champion is looked up while the first objects download, and the first chunk goes to
-the model as soon as a few images are ready instead of a full chunk. A worker runs two batches in
-threads: one's images download while the other's are scored; their chunks take turns on the model
-(one lock), and a chunk that waited for it takes along the images decoded meanwhile.
+The model should never wait: the fetch pool lives as long as the process, the fetch threads also
+crop and colour-balance each image for the champion (``Predictor.prepare``; the inference thread
+only stacks crops and runs the network), and the first chunk goes to the model as soon as a few
+images are ready instead of a full chunk. A worker runs two batches in threads: one's images
+download while the other's are scored; their chunks take turns on the model (one lock), and a
+chunk that waited for it takes along the images decoded meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 import models
@@ -111,7 +113,7 @@ def _error(item: Item, kind: str, message: str) -> dict[str, Any]:
 @dataclass
 class _Fetched:
     item: Item
-    image: Image.Image | None = None
+    image: np.ndarray | None = None  # the model's input crop (Predictor.prepare)
     quality: str | None = None
     size: tuple[int, int] | None = None
     row: dict[str, Any] | None = None  # set when the item already ended as an error
@@ -126,6 +128,7 @@ def _fetch_and_decode(
     max_pixels: int,
     isolate: bool = False,
     child_timeout_s: float | None = None,
+    prepare: Callable[[Image.Image], np.ndarray] | None = None,
 ) -> _Fetched:
     if item.duplicate_of is not None:
         return _Fetched(
@@ -151,15 +154,17 @@ def _fetch_and_decode(
     except ObjectTooLarge as err:
         return _Fetched(item, row=_error(item, "too_large", str(err)))
     try:
-        decoded = decode_for_scoring(
+        image, quality, size = decode_for_scoring(
             data, max_pixels=max_pixels, isolate=isolate, timeout_s=child_timeout_s
         )
-        return _Fetched(item, *decoded)
     except models.ImageError as err:
         return _Fetched(item, row=_error(item, err.kind, str(err)))
     except DecoderCrashed as err:
         log.error("%s: %s", item.key, err)
         return _Fetched(item, row=_error(item, "decoder_crashed", str(err)))
+    # Without a model (prepare None) the rows become model errors; the decode still tells a
+    # broken upload apart.
+    return _Fetched(item, prepare(image) if prepare else None, quality, size)
 
 
 # One batch on the model at a time: a worker running two batch tasks (threads pool) fetches the
@@ -243,6 +248,13 @@ def score_batch(
     :class:`DecoderHung` is raised (the stuck thread is left behind and the pool replaced); in a
     child, the child is killed and the image gets a ``decoder_crashed`` row.
     """
+    # The champion first (cached; one pointer read): the fetch threads prepare images for it.
+    unavailable = None
+    try:
+        scoring = model()
+    except ModelUnavailable as err:
+        log.error("%s", err)
+        scoring, unavailable = None, str(err)
     pool = _fetch_pool(threads, fetch_nice)
     futures: list[Future[_Fetched]] = [
         pool.submit(
@@ -254,12 +266,15 @@ def score_batch(
             max_pixels=max_pixels,
             isolate=isolate_decoding,
             child_timeout_s=hang_s,
+            prepare=scoring.predictor.prepare if scoring else None,
         )  # fmt: skip
         for it in items
     ]
     wait_s = None if isolate_decoding else hang_s  # a child's own timeout bounds the wait there
     try:
-        return _score_fetched(futures, model=model, chunk=chunk, min_chunk=min_chunk, wait_s=wait_s)
+        return _score_fetched(
+            futures, scoring, unavailable, chunk=chunk, min_chunk=min_chunk, wait_s=wait_s
+        )
     except DecoderHung:
         _discard_fetch_pool(pool)  # later batches get threads that are not stuck
         raise
@@ -270,18 +285,13 @@ def score_batch(
 
 def _score_fetched(
     futures: Sequence[Future[_Fetched]],
+    scoring: ScoringModel | None,
+    unavailable: str | None,
     *,
-    model: Callable[[], ScoringModel | None],
     chunk: int,
     min_chunk: int,
     wait_s: float | None = None,
 ) -> list[dict[str, Any]]:
-    unavailable = None
-    try:
-        scoring = model()  # the CHAMPION lookup overlaps the first downloads
-    except ModelUnavailable as err:
-        log.error("%s", err)
-        scoring, unavailable = None, str(err)
     rows: list[dict[str, Any]] = []
     pending: list[_Fetched] = []
 

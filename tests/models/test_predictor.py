@@ -55,6 +55,29 @@ def test_predict_probabilities_batches_and_temperature(rng):
         Predictor(model, card, device="cpu").predict(images, meta[:2])
 
 
+@pytest.mark.parametrize("method", ["none", "shades_of_gray"])
+def test_prepared_crops_score_exactly_as_the_images(rng, method):
+    torch.manual_seed(3)
+    model = build_model("resnet10_multimodal")
+    images = [lesion_image(rng, size=70), lesion_image(rng, size=90).convert("L")]
+    meta = [{"age": 40}, {}]
+    card = {"image_size": 48, "colour_constancy": method}
+    predictor = Predictor(model, card, device="cpu")
+    crops = [predictor.prepare(im) for im in images]
+    assert crops[0].shape == (48, 48, 3)
+    assert crops[0].dtype == (np.uint8 if method == "none" else np.float32)
+    np.testing.assert_array_equal(predictor.predict(crops, meta), predictor.predict(images, meta))
+    # A mix is fine; a crop made for another size or colour constancy is refused, not rescaled.
+    np.testing.assert_array_equal(
+        predictor.predict([crops[0], images[1]], meta), predictor.predict(images, meta)
+    )
+    other = Predictor(model, {**card, "image_size": 32}, device="cpu").prepare(images[0])
+    with pytest.raises(ValueError, match="a prepared image must be 48x48x3"):
+        predictor.predict([other])
+    with pytest.raises(ValueError, match="from this Predictor's prepare"):
+        predictor.predict([crops[0].astype(np.float64)])
+
+
 def test_predictor_folds_batchnorm_without_touching_the_model(rng):
     torch.manual_seed(1)
     model = build_model("resnet10_image").eval()

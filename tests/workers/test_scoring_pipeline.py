@@ -37,6 +37,11 @@ class _Predictor:
 
     def __init__(self) -> None:
         self.chunks: list[int] = []
+        self.prepared_in: set[str] = set()  # names of the threads that prepared images
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        self.prepared_in.add(threading.current_thread().name)
+        return image
 
     def predict(self, images, metadata=None) -> np.ndarray:
         self.chunks.append(len(images))
@@ -62,6 +67,27 @@ def test_rows_in_input_order_with_chunks_between_min_and_max():
     ok = [r for r in rows if r["status"] == "ok"]
     assert [round(r["probability"] * 1000) for r in ok] == widths
     assert sum(predictor.chunks) == 40 and max(predictor.chunks) <= 6
+
+
+def test_fetch_threads_prepare_the_crops_and_rows_match_predict_on_the_images():
+    torch.manual_seed(0)
+    card = {"image_size": 32, "colour_constancy": "shades_of_gray"}
+    predictor = models.Predictor(models.build_model("resnet10_multimodal"), card, device="cpu")
+    prepared_in: set[str] = set()
+    prepare = predictor.prepare
+
+    def spy(image):
+        prepared_in.add(threading.current_thread().name)
+        return prepare(image)
+
+    predictor.prepare = spy
+    blobs = [good_jpeg(i, size=(64 + 16 * i, 48)) for i in range(7)]
+    objects = {f"uploads/{i}.jpg": b for i, b in enumerate(blobs)}
+    rows = _score(_Store(objects), [Item(k, k) for k in objects], predictor, threads=2)
+    assert prepared_in and threading.current_thread().name not in prepared_in
+    images = [models.decode_image(b, max_pixels=10**8).image for b in blobs]
+    expected = predictor.predict(images, [{}] * len(images))
+    assert [r["probability"] for r in rows] == [round(float(p), 6) for p in expected]
 
 
 def test_transient_failure_escapes_and_the_pool_keeps_working():
