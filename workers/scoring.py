@@ -4,11 +4,10 @@ Every item ends as exactly one row, ``ok`` or ``error`` with a kind; only a tran
 (:class:`~workers.store.StoreUnavailable`) escapes, so the Celery task retries the whole batch.
 
 The model should never wait: the fetch pool lives as long as the process, the fetch threads also
-crop and colour-balance each image for the champion (``Predictor.prepare``; the inference thread
-only stacks crops and runs the network), and the first chunk goes to the model as soon as a few
-images are ready instead of a full chunk. A worker runs two batches in threads: one's images
-download while the other's are scored; their chunks take turns on the model (one lock), and a
-chunk that waited for it takes along the images decoded meanwhile.
+crop and colour-balance each image for the champion (``Predictor.prepare``), and the process's one
+inference thread (:mod:`workers.inference`) takes whatever images are ready when it is free, from
+every batch running meanwhile, so it only stacks crops and runs the network, in full chunks. A
+worker runs two batches in threads: one's images download while the other's are scored.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 import models
+from workers.inference import Inference, default_inference
 from workers.isolated_decode import DecoderCrashed, DecoderHung, decode_for_scoring
 from workers.store import InvalidKey, ObjectMissing, ObjectTooLarge, Store, validate_key
 
@@ -167,11 +167,6 @@ def _fetch_and_decode(
     return _Fetched(item, prepare(image) if prepare else None, quality, size)
 
 
-# One batch on the model at a time: a worker running two batch tasks (threads pool) fetches the
-# second's images while the first's are scored, and their chunks take turns on the model.
-# Re-entrant: a full chunk is topped up under the lock and then flushed, and flush takes it again.
-_model_lock = threading.RLock()
-
 _pool: ThreadPoolExecutor | None = None
 _pool_key: tuple[int, int, int] | None = None  # (pid, threads, nice) the pool was made for
 _pool_lock = threading.Lock()
@@ -232,15 +227,14 @@ def score_batch(
     max_pixels: int,
     threads: int = 4,
     fetch_nice: int = 0,
-    chunk: int = 16,
-    min_chunk: int = 4,
+    inference: Inference | None = None,
     isolate_decoding: bool = False,
     hang_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for ``items`` in input order; downloads/decodes overlap with inference.
 
-    Images go to the model in chunks of up to ``chunk``; once ``min_chunk`` are decoded and the
-    next one is not, they go at once rather than leave the model idle. The ``threads`` fetch
+    Decoded images go to ``inference`` (the process's inference thread by default), which scores
+    them in chunks with those of other batches running meanwhile. The ``threads`` fetch
     threads run ``fetch_nice`` steps nicer than the caller (see :func:`lower_thread_priority`).
     ``isolate_decoding`` decodes each image in a child process
     (:func:`~workers.isolated_decode.decode_in_child`): slower, but a crashing decoder costs one
@@ -273,7 +267,11 @@ def score_batch(
     wait_s = None if isolate_decoding else hang_s  # a child's own timeout bounds the wait there
     try:
         return _score_fetched(
-            futures, scoring, unavailable, chunk=chunk, min_chunk=min_chunk, wait_s=wait_s
+            futures,
+            scoring,
+            unavailable,
+            inference=inference or default_inference(),
+            wait_s=wait_s,
         )
     except DecoderHung:
         _discard_fetch_pool(pool)  # later batches get threads that are not stuck
@@ -288,72 +286,61 @@ def _score_fetched(
     scoring: ScoringModel | None,
     unavailable: str | None,
     *,
-    chunk: int,
-    min_chunk: int,
+    inference: Inference,
     wait_s: float | None = None,
 ) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    pending: list[_Fetched] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        if unavailable is not None:
-            rows.extend(_error(f.item, "model_unavailable", unavailable) for f in pending)
-        elif scoring is None:
-            rows.extend(
-                _error(f.item, "no_model", "no champion model; run `birthmark train`")
-                for f in pending
-            )
-        else:
-            with _model_lock:
-                probs = scoring.predictor.predict(
-                    [f.image for f in pending], [dict(f.item.metadata or {}) for f in pending]
+    n = len(futures)
+    rows: list[dict[str, Any] | None] = [None] * n
+    scored: list[tuple[int, _Fetched, Future[float]]] = []
+    announced = n if scoring is not None else 0
+    inference.expect(announced)
+    handed = 0
+    try:
+        for i, fut in enumerate(futures):
+            try:
+                # StoreUnavailable propagates: the task retries the batch.
+                fetched = fut.result(timeout=wait_s)
+            except FutureTimeout:
+                raise DecoderHung(
+                    f"image {i} of the batch not fetched and decoded after {wait_s:g} s"
+                ) from None
+            if fetched.row is not None:
+                rows[i] = fetched.row
+            elif unavailable is not None:
+                rows[i] = _error(fetched.item, "model_unavailable", unavailable)
+            elif scoring is None:
+                rows[i] = _error(
+                    fetched.item, "no_model", "no champion model; run `birthmark train`"
                 )
-            for f, p in zip(pending, probs, strict=True):
-                row = {
-                    "key": f.item.source,
-                    "object_key": f.item.key,
-                    "status": "ok",
-                    "probability": round(float(p), 6),
-                    "label": "malignant" if p >= scoring.threshold else "benign",
-                    "quality": f.quality,
-                    "width": f.size[0],
-                    "height": f.size[1],
-                    "model_id": scoring.model_id,
-                }
-                # Bad metadata never fails a row: it is scored as missing and the row says why.
-                problems = models.metadata_problems(f.item.metadata)
-                if problems:
-                    row["warnings"] = problems
-                rows.append(row)
-        pending.clear()
-
-    i, n = 0, len(futures)
-    while i < n:
-        try:
-            # StoreUnavailable propagates: the task retries the batch.
-            fetched = futures[i].result(timeout=wait_s)
-        except FutureTimeout:
-            raise DecoderHung(
-                f"image {i} of the batch not fetched and decoded after {wait_s:g} s"
-            ) from None
-        i += 1
-        if fetched.row is not None:
-            flush()  # keep rows in input order
-            rows.append(fetched.row)
-            continue
-        pending.append(fetched)
-        next_ready = i < n and futures[i].done()
-        if len(pending) >= chunk or (len(pending) >= min_chunk and not next_ready):
-            with _model_lock:
-                # Another batch may have held the model: take what finished meanwhile.
-                while len(pending) < chunk and i < n and futures[i].done():
-                    ready = futures[i].result()
-                    if ready.row is not None:
-                        break  # an error row: the outer loop keeps it in order
-                    pending.append(ready)
-                    i += 1
-                flush()
-    flush()
+            else:
+                metadata = fetched.item.metadata or {}
+                scored.append(
+                    (i, fetched, inference.submit(scoring.predictor, fetched.image, metadata))
+                )
+                handed += 1
+                continue
+            if announced:
+                inference.skip()
+                handed += 1
+    finally:
+        if announced:
+            inference.skip(announced - handed)  # a failed batch: the thread must not wait for them
+    for i, f, probability in scored:
+        p = probability.result()
+        row = {
+            "key": f.item.source,
+            "object_key": f.item.key,
+            "status": "ok",
+            "probability": round(p, 6),
+            "label": "malignant" if p >= scoring.threshold else "benign",
+            "quality": f.quality,
+            "width": f.size[0],
+            "height": f.size[1],
+            "model_id": scoring.model_id,
+        }
+        # Bad metadata never fails a row: it is scored as missing and the row says why.
+        problems = models.metadata_problems(f.item.metadata)
+        if problems:
+            row["warnings"] = problems
+        rows[i] = row
     return rows

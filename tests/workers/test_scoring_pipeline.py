@@ -15,6 +15,7 @@ from PIL import Image
 import models
 from tests.workers.helpers import good_jpeg
 from workers import scoring
+from workers.inference import Inference
 from workers.scoring import Item, ScoringModel, score_batch
 from workers.store import ObjectMissing, StoreUnavailable
 
@@ -61,7 +62,9 @@ def test_rows_in_input_order_with_chunks_between_min_and_max():
     items = [Item(k, k) for k in objects]
     items.insert(7, Item("uploads/gone.jpg", "uploads/gone.jpg"))
     predictor = _Predictor()
-    rows = _score(_Store(objects), items, predictor, threads=3, chunk=6, min_chunk=2)
+    inference = Inference(chunk=6, min_chunk=2)
+    rows = _score(_Store(objects), items, predictor, threads=3, inference=inference)
+    inference.close()
     assert [r["key"] for r in rows] == [it.source for it in items]
     assert rows[7]["error_kind"] == "missing"
     ok = [r for r in rows if r["status"] == "ok"]
@@ -99,79 +102,54 @@ def test_transient_failure_escapes_and_the_pool_keeps_working():
     assert [r["status"] for r in rows] == ["ok"] * 12
 
 
-class _GatedStore(_Store):
-    """Serves the first ``open_`` keys at once and the rest after ``gate`` is set; counts gets."""
-
-    def __init__(self, objects: dict[str, bytes], open_: int) -> None:
-        super().__init__(objects)
-        self.open_keys, self.gate, self.served = set(list(objects)[:open_]), threading.Event(), 0
-
-    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
-        if key not in self.open_keys:
-            self.gate.wait(30)
-        self.served += 1  # counted before a missing key raises
-        return super().get(key, max_bytes=max_bytes)
-
-
-def test_a_batch_waiting_for_the_model_takes_the_images_decoded_meanwhile():
-    objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(64, 48)) for i in range(12)}
-    items = [Item(k, k) for k in objects]
-    items.insert(9, Item("uploads/gone.jpg", "uploads/gone.jpg"))
-    store, predictor = _GatedStore(objects, open_=2), _Predictor()
-    rows: list = []
-    with scoring._model_lock:  # another batch is on the model
-        worker = threading.Thread(
-            target=lambda: rows.extend(_score(store, items, predictor, chunk=8, min_chunk=2))
-        )
-        worker.start()
-        time.sleep(0.2)  # two images ready, the third held back: a chunk of two waits for the lock
-        store.gate.set()
-        deadline = time.monotonic() + 10
-        while store.served < len(items) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)  # let the last ones decode
-        assert predictor.chunks == []
-    worker.join(30)
-    assert [r["key"] for r in rows] == [it.source for it in items]
-    assert [r["status"] for r in rows] == ["ok"] * 9 + ["error"] + ["ok"] * 3
-    # The waiting chunk of two was filled up to eight; the ninth image went alone so the missing
-    # upload's row stays in its place.
-    assert predictor.chunks == [8, 1, 3]
-
-
-class _OneAtATime(_Predictor):
-    """Fails the test if two threads are ever inside ``predict`` at once."""
+class _HeldPredictor(_Predictor):
+    """Its first chunk waits for ``release``: the model is busy meanwhile."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.inside = threading.Lock()
+        self.entered, self.release, self.widths = threading.Event(), threading.Event(), []
 
     def predict(self, images, metadata=None) -> np.ndarray:
-        assert self.inside.acquire(blocking=False), "two batches on the model at once"
-        try:
-            time.sleep(0.02)
-            return super().predict(images, metadata)
-        finally:
-            self.inside.release()
+        if not self.chunks:
+            self.entered.set()
+            assert self.release.wait(30)
+        self.widths.append([im.size[0] for im in images])
+        return super().predict(images, metadata)
 
 
-def test_batches_scored_in_parallel_threads_take_turns_on_the_model():
-    widths = [64 + 8 * i for i in range(24)]
+def test_images_of_two_batches_decoded_while_the_model_is_busy_share_its_next_chunk():
+    widths = [64 + 8 * i for i in range(13)]
     objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(w, 48)) for i, w in enumerate(widths)}
     keys = list(objects)
-    predictor, results = _OneAtATime(), {}
+    predictor, inference, results = _HeldPredictor(), Inference(chunk=16, min_chunk=2), {}
 
     def run(name: str, part: list[str]) -> None:
-        results[name] = _score(_Store(objects), [Item(k, k) for k in part], predictor, min_chunk=2)
+        items = [Item(k, k) for k in part]
+        results[name] = _score(_Store(objects), items, predictor, inference=inference)
 
-    threads = [threading.Thread(target=run, args=(n, keys[i::2])) for i, n in enumerate("ab")]
+    first = threading.Thread(target=run, args=("first", keys[:1]))
+    first.start()
+    assert predictor.entered.wait(10)  # the one-image batch is on the model, held there
+    a, b = keys[1:7] + ["uploads/gone.jpg"], keys[7:]
+    threads = [threading.Thread(target=run, args=(n, part)) for n, part in (("a", a), ("b", b))]
     for t in threads:
         t.start()
-    for t in threads:
+    deadline = time.monotonic() + 10
+    while inference.queued < 12:
+        assert time.monotonic() < deadline, inference.queued
+        time.sleep(0.01)
+    predictor.release.set()
+    for t in (first, *threads):
         t.join(30)
-    for i, name in enumerate("ab"):
-        assert [r["key"] for r in results[name]] == keys[i::2]
-        assert [round(r["probability"] * 1000) for r in results[name]] == widths[i::2]
+    inference.close()
+    # The two batches' twelve images went to the model together, in the order they were handed
+    # over; each batch still got its own rows, in its own order.
+    assert predictor.chunks == [1, 12]
+    assert sorted(predictor.widths[1]) == widths[1:]
+    assert [r["key"] for r in results["a"]] == a and [r["key"] for r in results["b"]] == b
+    assert [r["status"] for r in results["a"]] == ["ok"] * 6 + ["error"]
+    assert [round(r["probability"] * 1000) for r in results["a"][:6]] == widths[1:7]
+    assert [round(r["probability"] * 1000) for r in results["b"]] == widths[7:]
 
 
 class _PriorityRecordingStore(_Store):
