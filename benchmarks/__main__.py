@@ -1,7 +1,7 @@
 """Scoring close to the hardware, measured side by side; prints one table, writes results.md.
 
     python -m benchmarks [--quick] [--small N] [--large N] [--repeats R] [--no-compile]
-                         [--s3-endpoint URL]
+                         [--s3-endpoint URL | --s3-http werkzeug]
 
 Every ratio compares two things measured in the same run, interleaved where they share the
 machine, after a warm-up; rates are medians; the e2e rows add the lowest and highest per-round
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
         f"{len(large)} x 4000x3000 ({len(large[0]) // 1024} KB)"
     )
 
-    with e2e.scoring_stack(s3_endpoint=args.s3_endpoint) as stack:
+    with e2e.scoring_stack(s3_endpoint=args.s3_endpoint, s3_http=args.s3_http) as stack:
         for name, blobs in (("e2e 1024x768", small), ("e2e 4000x3000", large)):
             r = e2e.compare(stack, blobs, repeats=args.repeats)
             log(f"{name}: {r}")
@@ -318,6 +318,13 @@ def main(argv: list[str] | None = None) -> None:
         "--s3-endpoint",
         help="an S3 server elsewhere (MinIO on another machine) instead of moto on this one; "
         "credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; a new bucket is made",
+    )
+    parser.add_argument(
+        "--s3-http",
+        choices=("cheroot", "werkzeug"),
+        default="cheroot",
+        help="the HTTP server in front of moto: cheroot keeps connections alive, as S3 and MinIO "
+        "do; werkzeug's development server (ThreadedMotoServer's) closes each one",
     )
     args = parser.parse_args(argv)
     if args.quick:

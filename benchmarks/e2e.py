@@ -136,13 +136,18 @@ def _publish_champion(store) -> str:
 
 @contextmanager
 def scoring_stack(
-    *, workers: int = 1, s3_endpoint: str | None = None, **worker_env: str
+    *,
+    workers: int = 1,
+    s3_endpoint: str | None = None,
+    s3_http: str = "cheroot",
+    **worker_env: str,
 ) -> Iterator[Stack]:
     """Redis + S3 (moto) + ``workers`` score workers, a champion with the production
     card's preprocessing and test-time flips (untrained weights); env set in-process too.
 
     ``s3_endpoint`` uses that S3 server instead of starting moto here, in a new bucket
     (credentials from the ``AWS_*`` environment): the store off this machine, as in production.
+    ``s3_http`` is the HTTP server in front of moto (``benchmarks._stack._serve_s3``).
     """
     saved = {k: v for k, v in os.environ.items() if k.startswith("BIRTHMARK_")}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bm-bench-") as tmp:
@@ -154,7 +159,7 @@ def scoring_stack(
         else:
             # The S3 server stands in for a store on other machines: its own process at the
             # lowest CPU priority, so it runs on time the worker leaves idle, not the worker's.
-            s3 = S3Server(process=True, nice=S3_NICE).start()
+            s3 = S3Server(process=True, nice=S3_NICE, http=s3_http).start()
             stack.callback(s3.stop)
         env = {
             "BIRTHMARK_REDIS_URL": redis_server.url,

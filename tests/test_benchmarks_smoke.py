@@ -48,3 +48,34 @@ def test_the_stack_can_use_an_s3_server_it_did_not_start():
         assert served >= len(blobs)  # the worker read the uploads from that server
     finally:
         elsewhere.stop()
+
+
+@pytest.mark.parametrize(("http", "keeps_alive"), [("cheroot", True), ("werkzeug", False)])
+def test_the_benchmarks_s3_server_keeps_connections_alive_unless_asked_for_werkzeug(
+    http, keeps_alive
+):
+    import boto3
+    import urllib3.connection
+
+    from benchmarks._stack import S3Server
+
+    server = S3Server(process=True, http=http).start()
+    connects = []
+    real_connect = urllib3.connection.HTTPConnection.connect
+
+    def counting_connect(self):
+        connects.append(self)
+        return real_connect(self)
+
+    try:
+        s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1")
+        s3.create_bucket(Bucket="bench")
+        s3.put_object(Bucket="bench", Key="k", Body=b"x" * 300_000)
+        urllib3.connection.HTTPConnection.connect = counting_connect
+        bodies = [s3.get_object(Bucket="bench", Key="k")["Body"].read() for _ in range(3)]
+        assert bodies == [b"x" * 300_000] * 3
+        assert len(connects) == (0 if keeps_alive else 3)
+        assert server.requests()["GET"] == 3  # the counting middleware is in front either way
+    finally:
+        urllib3.connection.HTTPConnection.connect = real_connect
+        server.stop()
