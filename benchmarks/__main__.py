@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
             stack.start_workers(2, BIRTHMARK_SCORE_TORCH_THREADS=str(threads))
             keys = stack.upload(small)
             stack.run_job(keys)  # warm-up: both workers load the model
-            two = len(keys) / min(stack.run_job(keys, poll_s=0.05) for _ in range(args.repeats))
+            two = len(keys) / min(stack.run_job(keys) for _ in range(args.repeats))
             log(f"2 workers: {two:.1f} img/s")
             rows.append(
                 Row(

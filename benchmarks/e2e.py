@@ -82,25 +82,31 @@ class Stack:
             st.put(key, data)
         return keys
 
-    def run_job(self, keys: list[str], *, poll_s: float = 0.002, timeout: float = 600.0) -> float:
-        """Submit one job over ``keys`` and wait until its rows are readable; returns seconds."""
+    def run_job(self, keys: list[str], *, poll_s: float = 1.0, timeout: float = 600.0) -> float:
+        """Submit one job over ``keys`` and wait until its rows are readable; returns seconds.
+
+        Waits as a client should: woken by the job's change notifications (``jobs.watching``),
+        re-reading the record at most every ``poll_s`` otherwise.
+        """
         from workers import jobs, results
         from workers.runtime import redis_client, store
         from workers.submit import submit_scoring
 
         r = redis_client()
-        start = time.perf_counter()
-        job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
-        deadline = time.monotonic() + timeout
+        job_id = jobs.new_job_id("score")
         self.polls = 0
-        while True:
-            job = jobs.get_job(r, job_id)
-            self.polls += 1
-            if job and job["status"] in ("done", "failed"):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} did not finish in {timeout} s: {job}")
-            time.sleep(poll_s)
+        with jobs.watching(r, job_id) as changed:
+            start = time.perf_counter()
+            submit_scoring(items=[{"key": k, "source": k} for k in keys], job_id=job_id)
+            deadline = time.monotonic() + timeout
+            while True:
+                job = jobs.get_job(r, job_id)
+                self.polls += 1
+                if job and job["status"] in ("done", "failed"):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id} did not finish in {timeout} s: {job}")
+                changed(poll_s)
         rows = list(results.read_rows(store(), job_id))
         elapsed = time.perf_counter() - start
         ok = sum(row["status"] == "ok" for row in rows)
@@ -251,26 +257,36 @@ def transport(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str
 def compare(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str, float]:
     """Queued jobs (submit -> rows readable) next to the bare path, interleaved run by run.
 
-    Polls every 50 ms: a tighter poll loop steals CPU from the worker on a 2-core machine, and
-    50 ms is under 1% of a job here.
+    The client waits on the job's change notifications, not a poll loop (which would steal CPU
+    from the worker on a 2-core machine, or add up to its interval to every job).
     """
     keys = stack.upload(blobs)
-    return _against_bare(blobs, "queued", lambda: stack.run_job(keys, poll_s=0.05), repeats)
+    return _against_bare(blobs, "queued", lambda: stack.run_job(keys), repeats)
 
 
 def request_counts(stack: Stack, blobs: list[bytes]) -> dict[str, float]:
     """Redis commands and S3 requests per image for one job (submit, worker, reading the rows).
 
-    The benchmark's own status polls (one HGETALL each) are subtracted; idle workers' BRPOP
+    The benchmark's own status reads (one HGETALL each) and its subscription to the job's
+    changes (measured once, alone) are subtracted; idle workers' BRPOP
     wake-ups (one per second each) are not, so short jobs show them. S3 figures are None for
     an external S3 server, which this benchmark cannot count.
     """
+    from workers import jobs
+    from workers.runtime import redis_client
+
     keys = stack.upload(blobs)
+    before = stack.redis_commands()
+    with jobs.watching(redis_client(), "no-such-job"):  # what the client's own wait sends
+        pass
+    watch = stack.redis_commands() - before
+    watch["info"] -= 1
     redis_before, s3_before = stack.redis_commands(), stack.s3.requests()
-    stack.run_job(keys, poll_s=0.05)
+    stack.run_job(keys)
     redis_delta = stack.redis_commands() - redis_before
     redis_delta["hgetall"] -= stack.polls
     redis_delta["info"] -= 1
+    redis_delta.subtract(watch)
     n = len(blobs)
     counts: dict = {"redis_per_image": sum(redis_delta.values()) / n, "redis": dict(redis_delta)}
     if s3_before is None:
@@ -289,5 +305,5 @@ def latency(stack: Stack, blob: bytes, *, n: int = 50, warmup: int = 3) -> dict[
     (key,) = stack.upload([blob], name="one")
     for _ in range(warmup):
         stack.run_job([key])
-    times = [stack.run_job([key], poll_s=0.005) for _ in range(n)]
+    times = [stack.run_job([key]) for _ in range(n)]
     return {"p50": percentile(times, 50), "p95": percentile(times, 95), "max": max(times)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -15,6 +17,7 @@ __all__ = [
     "claim_enqueue",
     "get_job",
     "update_job",
+    "watching",
     "list_jobs",
     "UNFINISHED",
     "unfinished_jobs",
@@ -36,6 +39,7 @@ _COMPLETE_BATCH = """
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'errors', ARGV[3])
+  redis.call('PUBLISH', KEYS[3], 'batch')
 end
 return redis.call('SCARD', KEYS[2])
 """
@@ -142,7 +146,40 @@ def update_job(r: redis.Redis, job_id: str, **fields: Any) -> None:
         if v is not None
     }
     encoded["updated_at"] = time.time()
-    r.hset(_PREFIX + job_id, mapping=encoded)
+    pipe = r.pipeline(transaction=False)  # one round trip
+    pipe.hset(_PREFIX + job_id, mapping=encoded)
+    pipe.publish(_changes(job_id), "update")
+    pipe.execute()
+
+
+def _changes(job_id: str) -> str:
+    return f"{_PREFIX}{job_id}:changes"
+
+
+@contextmanager
+def watching(r: redis.Redis, job_id: str) -> Iterator[Callable[[float], bool]]:
+    """Subscribe to ``job_id``'s changes (progress, status); yields ``wait(timeout_s)``, which
+    returns True as soon as the record changed since the previous call, False at the timeout.
+
+    Read the record after subscribing and before waiting, so no change falls in between. A
+    message can still be lost (a dropped connection), so waiters also re-read at the timeout.
+    """
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(_changes(job_id))
+
+    def wait(timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        changed = False
+        while not changed and (left := deadline - time.monotonic()) > 0:
+            changed = pubsub.get_message(timeout=left) is not None  # None: the subscribe reply
+        while pubsub.get_message(timeout=0) is not None:  # changes that came meanwhile
+            pass
+        return changed
+
+    try:
+        yield wait
+    finally:
+        pubsub.close()
 
 
 def unfinished_jobs(r: redis.Redis, *, since: float) -> dict[str, float | None]:
@@ -173,9 +210,8 @@ def list_jobs(r: redis.Redis, *, limit: int = 20, kind: str | None = None) -> li
 def complete_batch(r: redis.Redis, job_id: str, batch: int, *, rows: int, errors: int) -> int:
     """Record batch ``batch`` as written, once; returns how many batches are complete."""
     script = r.register_script(_COMPLETE_BATCH)
-    return int(
-        script(keys=[_PREFIX + job_id, f"{_PREFIX}{job_id}:batches"], args=[batch, rows, errors])
-    )
+    keys = [_PREFIX + job_id, f"{_PREFIX}{job_id}:batches", _changes(job_id)]
+    return int(script(keys=keys, args=[batch, rows, errors]))
 
 
 _RUN_TTL_S = 7 * 24 * 3600

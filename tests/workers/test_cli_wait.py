@@ -1,6 +1,9 @@
-"""`--wait` tells the user when nothing consumes the job's queue instead of waiting silently."""
+"""`--wait` follows the job's change notifications, and says so when nothing consumes its queue."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 
@@ -59,3 +62,27 @@ def test_wait_names_the_running_job_a_queued_one_waits_behind(env, monkeypatch, 
         _common.wait_for_job(job_id, quiet=True, poll_s=0.05, timeout_s=2.5)
     err = " ".join(capsys.readouterr().err.split())  # rich wraps at the terminal width
     assert f"queued behind running job {running}" in err and "warning:" not in err
+
+
+def test_a_waiting_client_wakes_when_the_job_changes_not_at_its_next_poll(env):
+    r = redis_client()
+    job_id = _queued_job("score")
+    with jobs.watching(r, job_id) as changed:
+        assert changed(0.2) is False  # nothing happened
+        update = threading.Timer(0.3, jobs.update_job, (r, job_id), {"status": "running"})
+        update.start()
+        started = time.monotonic()
+        assert changed(30) is True
+        assert 0.25 < time.monotonic() - started < 5  # woken by the update, long before 30 s
+        jobs.complete_batch(r, job_id, 0, rows=3, errors=0)
+        assert changed(30) is True  # a batch written counts as a change
+        jobs.complete_batch(r, job_id, 0, rows=3, errors=0)  # the same batch again: no change
+        assert changed(0.3) is False
+
+
+def test_wait_for_job_returns_as_soon_as_the_job_ends(env):
+    job_id = _queued_job("score")
+    threading.Timer(0.3, jobs.update_job, (redis_client(), job_id), {"status": "done"}).start()
+    started = time.monotonic()
+    job = _common.wait_for_job(job_id, quiet=True, poll_s=30, timeout_s=60)
+    assert job["status"] == "done" and time.monotonic() - started < 5

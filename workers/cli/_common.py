@@ -36,9 +36,12 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table
 
 
 def wait_for_job(
-    job_id: str, *, quiet: bool = False, poll_s: float = 0.2, timeout_s: float | None = None
+    job_id: str, *, quiet: bool = False, poll_s: float = 1.0, timeout_s: float | None = None
 ) -> dict:
-    """Poll the job record until it ends; a rich progress bar on stderr unless ``quiet``.
+    """Follow the job record until it ends; a rich progress bar on stderr unless ``quiet``.
+
+    The record is re-read whenever a worker changes it (``jobs.watching``), and every ``poll_s``
+    in case a notification was lost.
 
     If the job is still queued after ``NO_WORKER_CHECK_S`` and no worker consumes its queue, say
     so once on stderr (and keep waiting: a worker may be started meanwhile).
@@ -47,16 +50,19 @@ def wait_for_job(
     started = time.monotonic()
     deadline = None if timeout_s is None else started + timeout_s
     checked = False
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=quiet,
-        transient=False,
-    ) as progress:
+    with (
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet,
+            transient=False,
+        ) as progress,
+        jobs.watching(r, job_id) as changed,
+    ):
         task = progress.add_task(job_id, total=None, detail="queued")
         while True:
             job = jobs.get_job(r, job_id)
@@ -86,7 +92,8 @@ def wait_for_job(
                     _warn_if_unconsumed(job)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
-            time.sleep(poll_s)
+            wait_s = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            changed(max(wait_s, 0.0))
 
 
 def _warn_if_unconsumed(job: dict) -> None:
