@@ -306,6 +306,8 @@ def _score_fetched(
                 ) from None
             if fetched.row is not None:
                 rows[i] = fetched.row
+                if announced:
+                    inference.skip()
             elif unavailable is not None:
                 rows[i] = _error(fetched.item, "model_unavailable", unavailable)
             elif scoring is None:
@@ -317,11 +319,7 @@ def _score_fetched(
                 scored.append(
                     (i, fetched, inference.submit(scoring.predictor, fetched.image, metadata))
                 )
-                handed += 1
-                continue
-            if announced:
-                inference.skip()
-                handed += 1
+            handed += 1
     finally:
         if announced:
             inference.skip(announced - handed)  # a failed batch: the thread must not wait for them
