@@ -222,6 +222,11 @@ class S3Store(_Pointers):
                 connect_timeout=3,
                 read_timeout=30,
                 s3={"addressing_style": "path"},
+                # No CRC32 over every download: 0.9 ms of CPU per 2.9 MB photo (2% of scoring
+                # one). Transit is guarded by TCP/TLS and the declared length, uploads from
+                # phones (presigned PUTs) carry no checksum to check, and model weights are
+                # checked against their card's sha256 (registry).
+                response_checksum_validation="when_required",
             ),
         )
 
