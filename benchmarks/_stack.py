@@ -238,7 +238,11 @@ class S3Server:
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
-            self._proc.wait(10)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:  # a server thread stuck on a keep-alive connection
+                self._proc.kill()
+                self._proc.wait(10)
         if self._server is not None:
             self._server.shutdown()
             self._thread.join()
@@ -276,7 +280,7 @@ def _serve_s3(port: int, http: str = "werkzeug") -> None:
         from cheroot import wsgi
 
         # Idle keep-alive connections wait in cheroot's selector, not in a thread.
-        wsgi.Server(("127.0.0.1", port), _moto_app(), numthreads=8).safe_start()
+        wsgi.Server(("127.0.0.1", port), _moto_app(), numthreads=8, shutdown_timeout=1).safe_start()
         return
     if http != "werkzeug":
         raise SystemExit(f"unknown HTTP server {http!r}: werkzeug or cheroot")
