@@ -321,9 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--s3-http",
-        choices=("cheroot", "werkzeug"),
-        default="cheroot",
-        help="the HTTP server in front of moto: cheroot keeps connections alive, as S3 and MinIO "
+        choices=("gunicorn", "werkzeug"),
+        default="gunicorn",
+        help="the HTTP server in front of moto: gunicorn keeps connections alive, as S3 and MinIO "
         "do; werkzeug's development server (ThreadedMotoServer's) closes each one",
     )
     args = parser.parse_args(argv)

@@ -145,7 +145,7 @@ def scoring_stack(
     *,
     workers: int = 1,
     s3_endpoint: str | None = None,
-    s3_http: str = "cheroot",
+    s3_http: str = "gunicorn",
     **worker_env: str,
 ) -> Iterator[Stack]:
     """Redis + S3 (moto) + ``workers`` score workers, a champion with the production

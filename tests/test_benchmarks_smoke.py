@@ -50,7 +50,7 @@ def test_the_stack_can_use_an_s3_server_it_did_not_start():
         elsewhere.stop()
 
 
-@pytest.mark.parametrize(("http", "keeps_alive"), [("cheroot", True), ("werkzeug", False)])
+@pytest.mark.parametrize(("http", "keeps_alive"), [("gunicorn", True), ("werkzeug", False)])
 def test_the_benchmarks_s3_server_keeps_connections_alive_unless_asked_for_werkzeug(
     http, keeps_alive
 ):
