@@ -160,15 +160,17 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
     job = jobs.get_job(r, job_id)
     if job and n_done >= job["batches"]:
         # Inline rather than queued: finalize is idempotent, and a queue hop is pure latency.
-        finalize_job(job_id)
+        # A one-batch job's rows are all here: no LIST and GET to read its part back.
+        finalize_job(job_id, rows=rows if job["batches"] == 1 else None)
     return len(rows)
 
 
-def finalize_job(job_id: str) -> dict[str, Any]:
-    """The body of ``score.finalize``."""
+def finalize_job(job_id: str, *, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The body of ``score.finalize``; ``rows``, when given, are all of the job's rows."""
     st, r = store(), redis_client()
     job = jobs.get_job(r, job_id) or {}
-    rows = list(read_rows(st, job_id))
+    if rows is None:
+        rows = list(read_rows(st, job_id))
     started = float(job.get("started_at") or job.get("created_at") or time.time())
     seconds = max(time.time() - started, 1e-9)
     summary = {

@@ -1,0 +1,68 @@
+"""Finalizing a scoring job: the summary counts every row, read back or handed over."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from benchmarks._stack import RedisServer
+from tests.conftest import reset_caches
+from tests.workers.helpers import good_jpeg, publish_tiny_champion
+
+
+@pytest.fixture
+def own_broker(env, monkeypatch, tmp_path) -> Iterator[None]:
+    """A redis-server of its own: the plan and batch messages this test queues are never run."""
+    server = RedisServer(tmp_path / "redis").start()
+    monkeypatch.setenv("BIRTHMARK_REDIS_URL", server.url)
+    reset_caches()
+    yield
+    server.stop()
+    reset_caches()
+
+
+@pytest.mark.parametrize("batch_size", [8, 2])
+def test_summary_counts_every_row_and_one_batch_jobs_read_no_part_back(
+    own_broker, monkeypatch, batch_size
+):
+    from workers import jobs, results, sweeper
+    from workers.runtime import redis_client, store
+    from workers.submit import submit_scoring
+    from workers.tasks import score
+
+    monkeypatch.setenv("BIRTHMARK_SCORE_BATCH_SIZE", str(batch_size))
+    st = store()
+    publish_tiny_champion(st)
+    for i in range(3):
+        st.put(f"uploads/f/{i}.jpg", good_jpeg(i))
+    items = [{"key": f"uploads/f/{i}.jpg", "source": f"{i}.jpg"} for i in range(3)]
+    items.append({"key": "uploads/f/missing.jpg", "source": "missing.jpg"})
+    job_id, _ = submit_scoring(items=items)
+
+    listed: list[str] = []
+    real_list = type(st).list
+    monkeypatch.setattr(
+        type(st), "list", lambda self, prefix="": listed.append(prefix) or real_list(self, prefix)
+    )
+    batches = score.plan.run(job_id)  # in process; a one-batch job is scored inline
+    if batches > 1:  # the queued batch tasks' bodies, as a worker runs them; the last finalizes
+        for index, planned in enumerate(json.loads(st.get(sweeper.plan_key(job_id)))):
+            score.score_and_record(job_id, index, planned)
+
+    part_lists = [p for p in listed if p.startswith(f"results/{job_id}/part-")]
+    assert len(part_lists) == (0 if batches == 1 else 1)  # read back only to merge several parts
+    job = jobs.get_job(redis_client(), job_id)
+    assert job["status"] == "done"
+    summary = results.read_summary(st, job_id)
+    rows = list(results.read_rows(st, job_id))
+    assert (
+        (summary["total"], summary["ok"], summary["errors"])
+        == (4, 3, 1)
+        == (
+            len(rows),
+            sum(r["status"] == "ok" for r in rows),
+            sum(r["status"] == "error" for r in rows),
+        )
+    )
