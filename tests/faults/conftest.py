@@ -68,15 +68,6 @@ def workers(tmp_path) -> Iterator[Workers]:
     pool.close()
 
 
-@pytest.fixture
-def private_redis(tmp_path) -> Iterator[RedisServer]:
-    """A redis-server for one test: leftovers of a fault never leak into the next test."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="session")
 def aws_credentials() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

@@ -7,19 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks._stack import RedisServer
 from tests.conftest import reset_caches
 from tests.workers.helpers import good_jpeg, publish_tiny_champion
 
 
 @pytest.fixture
-def own_broker(env, monkeypatch, tmp_path) -> Iterator[None]:
-    """A redis-server of its own: the plan and batch messages this test queues are never run."""
-    server = RedisServer(tmp_path / "redis").start()
-    monkeypatch.setenv("BIRTHMARK_REDIS_URL", server.url)
+def own_broker(env, monkeypatch, private_redis) -> Iterator[None]:
+    """``env`` on a redis-server of its own: the plan and batch messages queued here never run."""
+    monkeypatch.setenv("BIRTHMARK_REDIS_URL", private_redis.url)
     reset_caches()
     yield
-    server.stop()
     reset_caches()
 
 
