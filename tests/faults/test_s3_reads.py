@@ -1,8 +1,8 @@
 """How :meth:`workers.store.S3Store.get` reads a body: whole, bounded, and never silently short.
 
 Against moto for what S3 sends (a declared ``Content-Length``), and against a small HTTP server on
-loopback that answers like a misbehaving S3 endpoint: a chunked body with no declared length, and
-a body cut off before its declared length.
+loopback that answers like a misbehaving S3 endpoint: a chunked body with no declared length, a
+body cut off before its declared length, throttling, server errors and refusals.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import free_port
-from workers.store import ObjectTooLarge, S3Store, StoreUnavailable
+from workers.store import ObjectMissing, ObjectTooLarge, S3Store, StoreUnavailable
 
 
 @pytest.fixture
@@ -40,14 +41,36 @@ def test_get_refuses_a_declared_length_over_the_limit(bucket):
 
 
 class _Misbehaving(http.server.BaseHTTPRequestHandler):
-    """``GET /b/chunked``: 3 chunks of 1000 bytes, no length. ``GET /b/cut``: 100 of 5000 bytes."""
+    """Answers by key as S3 should not: ``chunked`` 3 chunks of 1000 bytes and no length; ``cut``
+    100 of 5000 bytes; ``whole`` 5000 bytes on a kept-alive connection; ``flaky`` 503 SlowDown
+    ``flaky_left`` times, then whole; ``down`` 500; ``denied`` 403 AccessDenied; ``gone`` 404."""
 
     protocol_version = "HTTP/1.1"
     seen: list[dict[str, str]] = []  # each GET's headers, lower-cased
+    connections = 0
+    flaky_left = 0
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections += 1
 
     def do_GET(self) -> None:
         self.seen.append({k.lower(): v for k, v in self.headers.items()})
-        if self.path.endswith("/chunked"):
+        key = urlsplit(self.path).path.rsplit("/", 1)[-1]  # a presigned URL has a query
+        if key == "flaky" and type(self).flaky_left > 0:
+            type(self).flaky_left -= 1
+            key = "slow"
+        errors = {"slow": (503, "SlowDown"), "down": (500, "InternalError"),
+                  "denied": (403, "AccessDenied"), "gone": (404, "NoSuchKey")}  # fmt: skip
+        if key in errors:
+            status, code = errors[key]
+            body = f"<Error><Code>{code}</Code><Message>{code} here</Message></Error>".encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif key == "chunked":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -55,6 +78,11 @@ class _Misbehaving(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"3e8\r\n" + b"c" * 1000 + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
+        elif key in ("whole", "flaky"):
+            self.send_response(200)
+            self.send_header("Content-Length", "5000")
+            self.end_headers()
+            self.wfile.write(b"w" * 5000)
         else:
             self.send_response(200)
             self.send_header("Content-Length", "5000")
@@ -68,6 +96,7 @@ class _Misbehaving(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def misbehaving(aws_credentials) -> Iterator[S3Store]:
+    _Misbehaving.connections = _Misbehaving.flaky_left = 0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Misbehaving)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -97,3 +126,40 @@ def test_downloads_do_not_ask_for_a_checksum(bucket, misbehaving):
     _Misbehaving.seen.clear()
     misbehaving.get("chunked")
     assert _Misbehaving.seen and "x-amz-checksum-mode" not in _Misbehaving.seen[-1]
+
+
+def test_downloads_reuse_one_connection_and_drop_one_left_unread(misbehaving):
+    assert [misbehaving.get("whole") for _ in range(3)] == [b"w" * 5000] * 3
+    assert _Misbehaving.connections == 1
+    # Refused on its declared length, a body is left unread: that connection must not be reused
+    # (its bytes would be read as the next answer).
+    with pytest.raises(ObjectTooLarge):
+        misbehaving.get("whole", max_bytes=10)
+    assert misbehaving.get("whole") == b"w" * 5000
+    assert _Misbehaving.connections == 2
+
+
+def test_throttling_is_retried_and_a_lasting_failure_is_transient(misbehaving, monkeypatch):
+    monkeypatch.setattr("workers.store._BACKOFF_S", 0.001)
+    _Misbehaving.flaky_left = 2
+    _Misbehaving.seen.clear()
+    assert misbehaving.get("flaky") == b"w" * 5000
+    assert len(_Misbehaving.seen) == 3  # two SlowDown answers, then the object
+    _Misbehaving.seen.clear()
+    with pytest.raises(StoreUnavailable, match="InternalError"):
+        misbehaving.get("down")
+    assert len(_Misbehaving.seen) == 4  # as many attempts as the client's retry mode makes
+
+
+def test_error_answers_keep_their_s3_meaning(misbehaving):
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ObjectMissing):
+        misbehaving.get("gone")
+    _Misbehaving.seen.clear()
+    with pytest.raises(ClientError, match="AccessDenied") as denied:
+        misbehaving.get("denied")
+    assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert len(_Misbehaving.seen) == 1  # not retried
+    assert misbehaving.get("whole") == b"w" * 5000  # the error bodies were read off the wire
+    assert _Misbehaving.connections == 1
