@@ -23,6 +23,7 @@ __all__ = [
     "unfinished_jobs",
     "done_batches",
     "complete_batch",
+    "batch_summaries",
     "start_run",
     "end_run",
     "acquire_lock",
@@ -34,8 +35,10 @@ _PREFIX = "birthmark:job:"
 UNFINISHED = ("queued", "running")  # statuses of a job whose work is still to run
 _INDEX = "birthmark:jobs"
 
-# Mark a batch complete at most once, then bump the counters; returns the number of batches done.
+# Keep the batch's summary (the latest, like its part file), mark the batch complete at most once,
+# then bump the counters; returns the number of batches done.
 _COMPLETE_BATCH = """
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], ARGV[4]) end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'errors', ARGV[3])
@@ -207,11 +210,33 @@ def list_jobs(r: redis.Redis, *, limit: int = 20, kind: str | None = None) -> li
     return jobs[:limit]
 
 
-def complete_batch(r: redis.Redis, job_id: str, batch: int, *, rows: int, errors: int) -> int:
-    """Record batch ``batch`` as written, once; returns how many batches are complete."""
+def complete_batch(
+    r: redis.Redis,
+    job_id: str,
+    batch: int,
+    *,
+    rows: int,
+    errors: int,
+    summary: dict[str, Any] | None = None,
+) -> int:
+    """Record batch ``batch`` as written, once; returns how many batches are complete.
+
+    ``summary`` (``results.summarize_rows`` of the batch's rows) is kept for
+    :func:`batch_summaries`; a retried batch replaces it, as it replaces its part file.
+    """
     script = r.register_script(_COMPLETE_BATCH)
-    keys = [_PREFIX + job_id, f"{_PREFIX}{job_id}:batches", _changes(job_id)]
-    return int(script(keys=keys, args=[batch, rows, errors]))
+    keys = [_PREFIX + job_id, f"{_PREFIX}{job_id}:batches", _changes(job_id), _summaries(job_id)]
+    body = json.dumps(summary, sort_keys=True) if summary is not None else ""
+    return int(script(keys=keys, args=[batch, rows, errors, body]))
+
+
+def batch_summaries(r: redis.Redis, job_id: str) -> dict[int, dict[str, Any]]:
+    """The summaries :func:`complete_batch` kept, by batch index."""
+    return {int(i): json.loads(v) for i, v in r.hgetall(_summaries(job_id)).items()}
+
+
+def _summaries(job_id: str) -> str:
+    return f"{_PREFIX}{job_id}:summaries"
 
 
 _RUN_TTL_S = 7 * 24 * 3600

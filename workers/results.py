@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from workers.store import ObjectMissing, Store
 
-__all__ = ["part_key", "write_part", "read_rows", "summarize_rows", "read_summary", "write_summary"]
+__all__ = [
+    "part_key",
+    "write_part",
+    "read_rows",
+    "summarize_rows",
+    "merge_summaries",
+    "read_summary",
+    "write_summary",
+]
 
 
 def part_key(job_id: str, batch: int) -> str:
@@ -42,6 +50,23 @@ def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "quality": dict(Counter(r["quality"] for r in ok)),
         "model_ids": sorted({r["model_id"] for r in ok}),
     }
+
+
+def merge_summaries(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of all rows from :func:`summarize_rows` of each part of them."""
+    merged: dict[str, Any] = {"total": 0, "ok": 0, "errors": 0}
+    counters: dict[str, Counter[str]] = {k: Counter() for k in _COUNTED}
+    model_ids: set[str] = set()
+    for summary in summaries:
+        for key in merged:
+            merged[key] += summary[key]
+        for key, counter in counters.items():
+            counter.update(summary[key])
+        model_ids.update(summary["model_ids"])
+    return {**merged, **{k: dict(c) for k, c in counters.items()}, "model_ids": sorted(model_ids)}
+
+
+_COUNTED = ("errors_by_kind", "labels", "quality")
 
 
 def write_summary(store: Store, job_id: str, summary: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Finalizing a scoring job: the summary counts every row, read back or handed over."""
+"""Finalizing a scoring job: the summary counts every row, from the batches' kept summaries, the
+rows in hand, or (when a summary is missing) the parts read back."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ def own_broker(env, monkeypatch, private_redis) -> Iterator[None]:
     reset_caches()
 
 
-@pytest.mark.parametrize("batch_size", [8, 2])
-def test_summary_counts_every_row_and_one_batch_jobs_read_no_part_back(
-    own_broker, monkeypatch, batch_size
+@pytest.mark.parametrize(
+    ("batch_size", "summaries_lost", "part_lists"), [(8, False, 0), (2, False, 0), (2, True, 1)]
+)
+def test_summary_counts_every_row_without_reading_parts_back(
+    own_broker, monkeypatch, batch_size, summaries_lost, part_lists
 ):
     from workers import jobs, results, sweeper
     from workers.runtime import redis_client, store
@@ -46,10 +49,12 @@ def test_summary_counts_every_row_and_one_batch_jobs_read_no_part_back(
     batches = score.plan.run(job_id)  # in process; a one-batch job is scored inline
     if batches > 1:  # the queued batch tasks' bodies, as a worker runs them; the last finalizes
         for index, planned in enumerate(json.loads(st.get(sweeper.plan_key(job_id)))):
+            if summaries_lost:  # e.g. parts recorded by an older worker: read the parts back
+                redis_client().delete(f"birthmark:job:{job_id}:summaries")
             score.score_and_record(job_id, index, planned)
 
-    part_lists = [p for p in listed if p.startswith(f"results/{job_id}/part-")]
-    assert len(part_lists) == (0 if batches == 1 else 1)  # read back only to merge several parts
+    listed_parts = [p for p in listed if p.startswith(f"results/{job_id}/part-")]
+    assert len(listed_parts) == part_lists
     job = jobs.get_job(redis_client(), job_id)
     assert job["status"] == "done"
     summary = results.read_summary(st, job_id)
@@ -63,3 +68,24 @@ def test_summary_counts_every_row_and_one_batch_jobs_read_no_part_back(
             sum(r["status"] == "error" for r in rows),
         )
     )
+
+
+def test_merged_batch_summaries_equal_the_summary_of_all_rows():
+    from workers.results import merge_summaries, summarize_rows
+
+    def ok(label, quality, model="m-1"):
+        return {"status": "ok", "label": label, "quality": quality, "model_id": model}
+
+    def error(kind):
+        return {"status": "error", "error_kind": kind}
+
+    parts = [
+        [ok("benign", "good"), error("missing"), ok("malignant", "blurry")],
+        [error("not_an_image"), error("missing")],
+        [ok("benign", "good", "m-2")],
+    ]
+    merged = merge_summaries(summarize_rows(rows) for rows in parts)
+    assert merged == summarize_rows([row for rows in parts for row in rows])
+    assert merged["errors_by_kind"] == {"missing": 2, "not_an_image": 1}
+    assert merged["model_ids"] == ["m-1", "m-2"]
+    assert merge_summaries([]) == summarize_rows([])

@@ -121,7 +121,9 @@ def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
         index = int(obj.key.rsplit("-", 1)[1].split(".")[0])
         rows = [json.loads(line) for line in st.get(obj.key).decode().splitlines() if line.strip()]
         errors = sum(row["status"] == "error" for row in rows)
-        jobstore.complete_batch(r, job_id, index, rows=len(rows), errors=errors)
+        jobstore.complete_batch(
+            r, job_id, index, rows=len(rows), errors=errors, summary=results.summarize_rows(rows)
+        )
         written += 1
     jobstore.update_job(r, job_id, status="running")
     queue_plan(job_id)

@@ -15,7 +15,13 @@ from celery import group
 import models
 from workers import jobs, registry, sweeper
 from workers.app import app
-from workers.results import read_rows, summarize_rows, write_part, write_summary
+from workers.results import (
+    merge_summaries,
+    read_rows,
+    summarize_rows,
+    write_part,
+    write_summary,
+)
 from workers.runs import counted_run
 from workers.runtime import redis_client, store
 from workers.scoring import DecoderHung, Item, ScoringModel, load_scoring_model, score_batch
@@ -156,7 +162,9 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
         row["batch"] = index
     write_part(st, job_id, index, rows)
     errors = sum(row["status"] == "error" for row in rows)
-    n_done = jobs.complete_batch(r, job_id, index, rows=len(rows), errors=errors)
+    n_done = jobs.complete_batch(
+        r, job_id, index, rows=len(rows), errors=errors, summary=summarize_rows(rows)
+    )
     job = jobs.get_job(r, job_id)
     if job and n_done >= job["batches"]:
         # Inline rather than queued: finalize is idempotent, and a queue hop is pure latency.
@@ -166,18 +174,29 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
 
 
 def finalize_job(job_id: str, *, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The body of ``score.finalize``; ``rows``, when given, are all of the job's rows."""
+    """The body of ``score.finalize``; ``rows``, when given, are all of the job's rows.
+
+    Otherwise the batches' summaries kept in Redis are merged: no part is read back. Only where one
+    is missing (a part recorded by an older worker, or Redis lost it) are the parts read.
+    """
     st, r = store(), redis_client()
     job = jobs.get_job(r, job_id) or {}
-    if rows is None:
-        rows = list(read_rows(st, job_id))
+    if rows is not None:
+        counts = summarize_rows(rows)
+    else:
+        kept = jobs.batch_summaries(r, job_id)
+        expected = set(range(int(job.get("batches") or 0)))
+        if expected and set(kept) == expected:
+            counts = merge_summaries(kept.values())
+        else:
+            counts = summarize_rows(list(read_rows(st, job_id)))
     started = float(job.get("started_at") or job.get("created_at") or time.time())
     seconds = max(time.time() - started, 1e-9)
     summary = {
         "job_id": job_id,
-        **summarize_rows(rows),
+        **counts,
         "seconds": round(seconds, 3),
-        "images_per_second": round(len(rows) / seconds, 2),
+        "images_per_second": round(counts["total"] / seconds, 2),
         "finished_at": time.time(),
     }
     write_summary(st, job_id, summary)
