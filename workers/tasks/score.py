@@ -161,35 +161,31 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
     for row in rows:
         row["batch"] = index
     write_part(st, job_id, index, rows)
-    errors = sum(row["status"] == "error" for row in rows)
+    summary = summarize_rows(rows)
     n_done = jobs.complete_batch(
-        r, job_id, index, rows=len(rows), errors=errors, summary=summarize_rows(rows)
+        r, job_id, index, rows=summary["total"], errors=summary["errors"], summary=summary
     )
     job = jobs.get_job(r, job_id)
     if job and n_done >= job["batches"]:
         # Inline rather than queued: finalize is idempotent, and a queue hop is pure latency.
-        # A one-batch job's rows are all here: no LIST and GET to read its part back.
-        finalize_job(job_id, rows=rows if job["batches"] == 1 else None)
+        finalize_job(job_id)
     return len(rows)
 
 
-def finalize_job(job_id: str, *, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The body of ``score.finalize``; ``rows``, when given, are all of the job's rows.
+def finalize_job(job_id: str) -> dict[str, Any]:
+    """The body of ``score.finalize``: the batches' summaries kept in Redis, merged.
 
-    Otherwise the batches' summaries kept in Redis are merged: no part is read back. Only where one
-    is missing (a part recorded by an older worker, or Redis lost it) are the parts read.
+    No part is read back, except where a summary is missing (a part recorded by an older worker,
+    or Redis lost it): then the parts are read.
     """
     st, r = store(), redis_client()
     job = jobs.get_job(r, job_id) or {}
-    if rows is not None:
-        counts = summarize_rows(rows)
+    kept = jobs.batch_summaries(r, job_id)
+    expected = set(range(int(job.get("batches") or 0)))
+    if expected and set(kept) == expected:
+        counts = merge_summaries(kept.values())
     else:
-        kept = jobs.batch_summaries(r, job_id)
-        expected = set(range(int(job.get("batches") or 0)))
-        if expected and set(kept) == expected:
-            counts = merge_summaries(kept.values())
-        else:
-            counts = summarize_rows(list(read_rows(st, job_id)))
+        counts = summarize_rows(list(read_rows(st, job_id)))
     started = float(job.get("started_at") or job.get("created_at") or time.time())
     seconds = max(time.time() - started, 1e-9)
     summary = {
