@@ -31,6 +31,8 @@ TRAIN_PX = models.TrainConfig().image_size  # the default training resolution
 ROWS = (
     "e2e 1024x768",
     "e2e 4000x3000",
+    "CPU per image 1024x768",
+    "CPU per image 4000x3000",
     "S3 in process 1024x768",
     "S3 in process 4000x3000",
     "latency p50",
@@ -76,6 +78,23 @@ def _ratio_row(name: str, ours: float, ref: float, ratio: float, unit: str, goal
     )
 
 
+_CPU_LABELS = {"worker": "worker", "s3": "S3", "redis": "Redis", "client": "client"}
+
+
+def _cpu_row(name: str, ms: dict[str, float | None]) -> Row:
+    """Where the CPU of the e2e rows went, per image: the queued path's processes against the
+    bare one; the ratio is bare / queued (1 = no CPU beyond the bare path's)."""
+    parts = ", ".join(
+        f"{label} {ms[key]:.1f}" for key, label in _CPU_LABELS.items() if ms.get(key) is not None
+    )
+    return Row(
+        name,
+        f"{ms['queued']:.1f} ms ({parts})",
+        f"{ms['bare']:.1f} ms bare",
+        f"{ms['bare'] / ms['queued']:.2f}" if ms["queued"] else "",
+    )
+
+
 def run(args: argparse.Namespace, log=print) -> list[Row]:
     rows: list[Row] = []
     small = jpeg_set(1024, 768, args.small)
@@ -86,14 +105,17 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
     )
 
     with e2e.scoring_stack(s3_endpoint=args.s3_endpoint, s3_http=args.s3_http) as stack:
-        for name, blobs in (("e2e 1024x768", small), ("e2e 4000x3000", large)):
+        cpu_rows = []
+        for size, blobs in (("1024x768", small), ("4000x3000", large)):
             r = e2e.compare(stack, blobs, repeats=args.repeats)
-            log(f"{name}: {r}")
-            row = _ratio_row(name, r["queued"], r["bare"], r["ratio"], "img/s", 0.9)
+            log(f"e2e {size}: {r}")
+            row = _ratio_row(f"e2e {size}", r["queued"], r["bare"], r["ratio"], "img/s", 0.9)
             row.ratio += f" ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})"  # per-round spread
             rows.append(row)
-            if name == "e2e 1024x768":
+            cpu_rows.append(_cpu_row(f"CPU per image {size}", r["cpu_ms"]))
+            if size == "1024x768":
                 one_worker = r["queued"]
+        rows.extend(cpu_rows)
         for size, blobs in (("1024x768", small), ("4000x3000", large)):
             # Where the e2e loss comes from: the same in-process call reading from the S3 server.
             r = e2e.transport(stack, blobs, repeats=args.repeats)

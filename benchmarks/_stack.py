@@ -26,6 +26,7 @@ __all__ = [
     "RedisServer",
     "S3Server",
     "Worker",
+    "cpu_seconds",
     "free_port",
     "reset_caches",
     "wait_port",
@@ -48,6 +49,30 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) used so far by ``pid`` and its living children:
+    a celery worker, or gunicorn's arbiter and its worker. None where /proc cannot tell (not Linux,
+    or the process is gone).
+    """
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def stat(p: int | str) -> list[str] | None:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()  # fields after the command name
+        except (OSError, IndexError):
+            return None
+
+    own = stat(pid)
+    if own is None:
+        return None
+    total = int(own[11]) + int(own[12])  # utime, stime
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (child := stat(entry)) is not None and child[1] == str(pid):
+            total += int(child[11]) + int(child[12])
+    return total / tick
 
 
 def reset_caches() -> None:

@@ -5,6 +5,7 @@ the bare in-process path (the same ``score_batch`` over an in-memory store: no q
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 import models
-from benchmarks._stack import RedisServer, S3Server, Worker, reset_caches
+from benchmarks._stack import RedisServer, S3Server, Worker, cpu_seconds, reset_caches
 from benchmarks._timing import percentile, side_by_side
 
 __all__ = [
@@ -113,6 +114,17 @@ class Stack:
         if job["status"] != "done" or ok != len(keys):
             raise RuntimeError(f"job {job_id}: {job['status']}, {ok}/{len(keys)} rows ok")
         return elapsed
+
+    def cpu_seconds(self) -> dict[str, float | None]:
+        """CPU seconds used so far by the score workers, the S3 server and Redis (None: unknown,
+        such as an external S3 server)."""
+        workers = [cpu_seconds(w.proc.pid) for w in self.workers]
+        s3 = getattr(self.s3, "_proc", None)
+        return {
+            "worker": None if None in workers else sum(workers),
+            "s3": cpu_seconds(s3.pid) if s3 is not None else None,
+            "redis": cpu_seconds(self.redis.proc.pid),
+        }
 
     def redis_commands(self) -> Counter[str]:
         import redis
@@ -234,12 +246,12 @@ def _in_process(source, keys: list[str]) -> Callable[[], None]:
 
 
 def _against_bare(
-    blobs: list[bytes], name: str, run: Callable[[], object], repeats: int
+    blobs: list[bytes], name: str, run: Callable[[], object], repeats: int, bare=None
 ) -> dict[str, float]:
     """``run`` beside the bare path on ``blobs``: both rates, the ratio and its spread."""
     rounds: list[float] = []
     bare, rate, ratio = side_by_side(
-        bare_runner(blobs), run, len(blobs), repeats=repeats, rounds=rounds
+        bare or bare_runner(blobs), run, len(blobs), repeats=repeats, rounds=rounds
     )
     return {"bare": bare, name: rate, "ratio": ratio, "ratio_min": min(rounds),
             "ratio_max": max(rounds)}  # fmt: skip
@@ -254,14 +266,49 @@ def transport(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str
     return _against_bare(blobs, "s3", store_runner(stack.upload(blobs)), repeats)
 
 
-def compare(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict[str, float]:
+def compare(stack: Stack, blobs: list[bytes], *, repeats: int = 3) -> dict:
     """Queued jobs (submit -> rows readable) next to the bare path, interleaved run by run.
 
     The client waits on the job's change notifications, not a poll loop (which would steal CPU
     from the worker on a 2-core machine, or add up to its interval to every job).
+
+    ``cpu_ms`` is where the CPU went, per image (medians of the timed runs): the bare path's
+    process (``bare``); the queued path's ``worker``, ``s3`` server, ``redis`` and ``client``, and
+    ``queued`` for all of those that could be counted (not an external S3 server). On one machine,
+    each millisecond the S3 server takes is one the worker does not get.
     """
     keys = stack.upload(blobs)
-    return _against_bare(blobs, "queued", lambda: stack.run_job(keys), repeats)
+    bare = bare_runner(blobs)
+    used: dict[str, list[dict[str, float | None]]] = {"bare": [], "queued": []}
+
+    def bare_run() -> None:
+        start = time.process_time()
+        bare()
+        used["bare"].append({"bare": time.process_time() - start})
+
+    def queued_run() -> None:
+        before, client = stack.cpu_seconds(), time.process_time()
+        stack.run_job(keys)
+        after = stack.cpu_seconds()
+        run: dict[str, float | None] = {"client": time.process_time() - client}
+        for name in after:
+            known = after[name] is not None and before[name] is not None
+            run[name] = after[name] - before[name] if known else None
+        run["queued"] = sum(v for v in run.values() if v is not None)
+        used["queued"].append(run)
+
+    result = _against_bare(blobs, "queued", queued_run, repeats, bare=bare_run)
+    return {**result, "cpu_ms": _cpu_per_image(used["bare"][1:] + used["queued"][1:], len(blobs))}
+
+
+def _cpu_per_image(runs: list[dict[str, float | None]], n: int) -> dict[str, float | None]:
+    """Median ms of CPU per image of each name in ``runs`` (None where any run could not tell)."""
+    per_image: dict[str, float | None] = {}
+    for name in dict.fromkeys(k for run in runs for k in run):
+        values = [run[name] for run in runs if name in run]
+        known = [v for v in values if v is not None]
+        per_image[name] = statistics.median(known) / n * 1000 if len(known) == len(values) else None
+    return per_image
 
 
 def request_counts(stack: Stack, blobs: list[bytes]) -> dict[str, float]:
