@@ -9,6 +9,7 @@ from __future__ import annotations
 from .augment import PhoneCaptureAugment, phone_capture_augment
 from .cache import DecodedImageCache
 from .checkpoint import CLASSES, ChecksumError, dump_checkpoint, load_checkpoint
+from .cpus import available_cpus
 from .evaluation import (
     auc_interval,
     evaluate,
@@ -54,6 +55,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "assess_quality",
+    "available_cpus",
     "auc_interval",
     "build_model",
     "colour_constancy",

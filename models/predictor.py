@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -14,6 +13,7 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .cpus import available_cpus
 from .metadata import encode_metadata
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, crop_array, stack_arrays
 
@@ -48,13 +48,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op thread count (default: all cores); returns the count in effect.
+    """Set torch's intra-op thread count (default: every CPU this process may use, its cgroup
+    quota included: :func:`~models.cpus.available_cpus`); returns the count in effect.
 
     Meant to be called once per worker process, before the first forward pass; later calls with the
     same count are no-ops, so callers need not track whether it already happened.
     """
     global _threads_set
-    n = n or os.cpu_count() or 1
+    n = n or available_cpus()
     if n < 1:
         raise ValueError(f"thread count must be >= 1, got {n}")
     if _threads_set != n:

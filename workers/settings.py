@@ -5,7 +5,6 @@ No other module reads ``os.environ`` for configuration.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -109,7 +108,9 @@ class Settings(BaseSettings):
 
     @property
     def score_torch_thread_count(self) -> int:
-        return self.score_torch_threads or max(1, (os.cpu_count() or 1) - 1)
+        from models.cpus import available_cpus  # here: importing models starts torch
+
+        return self.score_torch_threads or max(1, available_cpus() - 1)
 
     # --- curation -------------------------------------------------------------------------
     curation_query: str = Field(default="", description="isic-cli --search for the daily pull.")

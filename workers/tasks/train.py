@@ -65,6 +65,7 @@ def run(job_id: str) -> dict[str, Any]:
         return {"skipped": True, "running": holder}
     try:
         jobs.update_job(r, job_id, status="running")
+        models.set_threads(None)  # every CPU the worker may use, a container's CPU limit included
 
         def progress(p: dict[str, Any]) -> None:
             jobs.refresh_lock(r, LOCK, job_id, ttl_s=s.train_time_limit_s)
