@@ -71,8 +71,10 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=256,
-        description="torch intra-op threads per score worker; 0 = auto: all cores but one, which "
-        "is left to the fetch/decode threads (on 2 cores, 1 thread scored 1.3-1.8x faster than 2).",
+        description="torch intra-op threads per score worker; 0 = auto: every CPU the worker may "
+        "use but one while images are being fetched, which is left to the fetch/decode threads, "
+        "and every CPU for a chunk when they need none (nothing more announced, or a whole chunk "
+        "waiting). A count set here is used throughout.",
     )
 
     score_decode_hang_s: float = Field(

@@ -103,3 +103,33 @@ def test_close_stops_the_thread_and_refuses_more_work():
         engine.submit(_Model(), _image(1), {})
     with pytest.raises(ValueError, match="min_chunk <= chunk"):
         Inference(chunk=2, min_chunk=3)
+
+
+def test_a_chunk_takes_the_spare_cores_when_the_fetch_threads_need_none():
+    import torch
+
+    class _Counting(_Model):
+        def predict(self, images, metadata):
+            self.threads.append(torch.get_num_threads())  # the inference thread's own count
+            return super().predict(images, metadata)
+
+    engine = Inference(chunk=4, min_chunk=1, threads=1, spare_threads=2)
+    gate = threading.Event()
+    model = _Counting(gate=gate)
+    model.threads = []
+    try:
+        engine.expect(10)
+        first = engine.submit(model, _image(0), {})  # nine more are coming: one thread
+        _wait_for(lambda: engine.queued == 0)
+        rest = [engine.submit(model, _image(v), {}) for v in range(1, 9)]
+        gate.set()  # 4 taken with 4 more waiting (a whole chunk ahead): two threads
+        for f in (first, *rest):  # then the last 4 while one is still announced: one thread
+            f.result(10)
+        engine.skip()
+        engine.expect(1)
+        engine.submit(model, _image(9), {}).result(10)  # a single upload: two threads
+    finally:
+        engine.close()
+    assert model.chunks == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
+    assert model.threads == [1, 2, 1, 2]
+    assert list(engine.thread_counts) == [1, 2, 1, 2]
