@@ -11,9 +11,9 @@ the queue that builds up during one forward pass becomes the next chunk.
 The torch thread count follows the fetch threads' need for cores: ``threads`` (all cores but one by
 default) while images are still being fetched, ``spare_threads`` (every core) for a chunk when no
 more are announced (a single upload, the end of a job, between batches) or a whole next chunk is
-already waiting. On 2 cores queued scoring ran 16-22% more images per second than with one thread
-throughout (3 paired stacks: 56.5 / 58.4 against 47.7 / 48.1 img/s on 1024x768, 33.3 / 31.1 against
-28.6 / 28.3 on 4000x3000), where two threads throughout lost to one by starving the decoders.
+already waiting. On 2 cores queued scoring of 1024x768 photos ran 16-22% more images per second than
+with one thread throughout (paired stacks: 56.5 / 52.5 / 57.3 against 48.1 / 49.1 / 47.6 img/s), and
+4000x3000 no fewer; two threads throughout lost to one by starving the decoders.
 """
 
 from __future__ import annotations

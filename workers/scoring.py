@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 import models
@@ -188,6 +189,14 @@ def lower_thread_priority(increment: int) -> None:
         log.warning("fetch thread keeps its priority: %s", err)
 
 
+def _start_fetch_thread(nice: int) -> None:
+    """A fetch thread runs ``nice`` steps nicer, and its torch ops (the final resize) on itself:
+    the inference thread changes torch's thread count per chunk, and a thread started meanwhile
+    would otherwise take that count for its own."""
+    lower_thread_priority(nice)
+    torch.set_num_threads(1)
+
+
 def _fetch_pool(threads: int, nice: int = 0) -> ThreadPoolExecutor:
     """The process's fetch/decode pool, made on first use (after any fork: threads do not fork)."""
     global _pool, _pool_key
@@ -199,7 +208,7 @@ def _fetch_pool(threads: int, nice: int = 0) -> ThreadPoolExecutor:
             _pool = ThreadPoolExecutor(
                 max_workers=threads,
                 thread_name_prefix="fetch",
-                initializer=lower_thread_priority,
+                initializer=_start_fetch_thread,
                 initargs=(nice,),
             )
             _pool_key = key

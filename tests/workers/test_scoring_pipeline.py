@@ -297,3 +297,16 @@ def test_an_image_that_never_arrives_raises_decoder_hung_and_spares_the_other_ba
         gate.set()
         hung.join(10)
         other.join(10)
+
+
+def test_fetch_threads_run_their_torch_ops_on_one_thread_whatever_the_count_when_they_start():
+    from workers import scoring
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # as the inference thread leaves it after a chunk on every core
+    try:
+        pool = scoring._fetch_pool(3, 0)  # a new pool: threads started now
+        counts = {pool.submit(torch.get_num_threads).result(10) for _ in range(6)}
+    finally:
+        torch.set_num_threads(before)
+    assert counts == {1}
