@@ -30,7 +30,10 @@ def available_cpus(*, root: Path = Path("/")) -> int:
 
 def cgroup_cpu_limit(*, root: Path = Path("/")) -> float | None:
     """CPUs' worth of time this process's cgroups allow (quota / period, the tightest on the way
-    up to the mount), or None: no quota, or no cgroup filesystem to read (not Linux)."""
+    up to the mount), or None: no quota, or no cgroup filesystem to read (not Linux).
+
+    ``root`` is where ``proc/`` and ``sys/`` are read from: ``/`` but in tests.
+    """
     try:
         mounts = (root / "proc/self/mountinfo").read_text().splitlines()
         memberships = (root / "proc/self/cgroup").read_text().splitlines()
