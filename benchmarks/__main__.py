@@ -152,7 +152,7 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
             rows.append(Row("2 workers vs 1", "skipped (--quick)"))
         else:
             # Two worker processes on the same cores: each gets half the cores for torch.
-            threads = max(1, (os.cpu_count() or 1) // 2)
+            threads = max(1, models.available_cpus() // 2)
             stack.start_workers(2, BIRTHMARK_SCORE_TORCH_THREADS=str(threads))
             keys = stack.upload(small)
             stack.run_job(keys)  # warm-up: both workers load the model
