@@ -38,7 +38,7 @@ _INDEX = "birthmark:jobs"
 # Keep the batch's summary (the latest, like its part file), mark the batch complete at most once,
 # then bump the counters; returns the number of batches done.
 _COMPLETE_BATCH = """
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], ARGV[4]) end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'errors', ARGV[3])
@@ -210,24 +210,17 @@ def list_jobs(r: redis.Redis, *, limit: int = 20, kind: str | None = None) -> li
     return jobs[:limit]
 
 
-def complete_batch(
-    r: redis.Redis,
-    job_id: str,
-    batch: int,
-    *,
-    rows: int,
-    errors: int,
-    summary: dict[str, Any] | None = None,
-) -> int:
+def complete_batch(r: redis.Redis, job_id: str, batch: int, summary: dict[str, Any]) -> int:
     """Record batch ``batch`` as written, once; returns how many batches are complete.
 
-    ``summary`` (``results.summarize_rows`` of the batch's rows) is kept for
-    :func:`batch_summaries`; a retried batch replaces it, as it replaces its part file.
+    ``summary`` (``results.summarize_rows`` of the batch's rows) gives the counts the job's record
+    adds up and is kept for :func:`batch_summaries`; a retried batch replaces it, as it replaces its
+    part file.
     """
     script = r.register_script(_COMPLETE_BATCH)
     keys = [_PREFIX + job_id, f"{_PREFIX}{job_id}:batches", _changes(job_id), _summaries(job_id)]
-    body = json.dumps(summary, sort_keys=True) if summary is not None else ""
-    return int(script(keys=keys, args=[batch, rows, errors, body]))
+    body = json.dumps(summary, sort_keys=True)
+    return int(script(keys=keys, args=[batch, summary["total"], summary["errors"], body]))
 
 
 def batch_summaries(r: redis.Redis, job_id: str) -> dict[int, dict[str, Any]]:

@@ -21,10 +21,12 @@ from tests.faults._support import (
     wait_job,
 )
 from tests.faults.conftest import SERVICE_BATCH, base_env, bound
+from workers.results import summarize_rows
 
 pytestmark = pytest.mark.integration
 
 QUEUE = "score"
+_MISSING = {"status": "error", "error_kind": "missing"}  # a row as a batch writes it
 
 
 def _messages(r, queue: str = QUEUE) -> dict[str, str]:
@@ -135,7 +137,7 @@ def test_a_lost_plan_or_finalize_is_found_and_new_jobs_are_left_alone(idle_broke
     done_id = _planned_job(r, 4)
     for i in range(2):  # both parts written; the worker died before the summary
         _take(r, batch_task_id(done_id, i))
-        jobs.complete_batch(r, done_id, i, rows=2, errors=0)
+        jobs.complete_batch(r, done_id, i, summarize_rows([_MISSING, _MISSING]))
     found = {x.job_id: x for x in _find(r, st)}
     assert found[done_id].finalize and not found[done_id].batches
 

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import RedisServer, reset_caches
 from workers import jobs
 from workers.cli import _common
+from workers.results import summarize_rows
 from workers.runtime import redis_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -74,9 +75,9 @@ def test_a_waiting_client_wakes_when_the_job_changes_not_at_its_next_poll(env):
         started = time.monotonic()
         assert changed(30) is True
         assert 0.25 < time.monotonic() - started < 5  # woken by the update, long before 30 s
-        jobs.complete_batch(r, job_id, 0, rows=3, errors=0)
+        jobs.complete_batch(r, job_id, 0, summarize_rows([]))
         assert changed(30) is True  # a batch written counts as a change
-        jobs.complete_batch(r, job_id, 0, rows=3, errors=0)  # the same batch again: no change
+        jobs.complete_batch(r, job_id, 0, summarize_rows([]))  # the same batch again: no change
         assert changed(0.3) is False
 
 

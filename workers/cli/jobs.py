@@ -120,10 +120,7 @@ def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
     for obj in st.list(f"results/{job_id}/part-"):
         index = int(obj.key.rsplit("-", 1)[1].split(".")[0])
         rows = [json.loads(line) for line in st.get(obj.key).decode().splitlines() if line.strip()]
-        summary = results.summarize_rows(rows)
-        jobstore.complete_batch(
-            r, job_id, index, rows=summary["total"], errors=summary["errors"], summary=summary
-        )
+        jobstore.complete_batch(r, job_id, index, results.summarize_rows(rows))
         written += 1
     jobstore.update_job(r, job_id, status="running")
     queue_plan(job_id)

@@ -161,10 +161,7 @@ def score_and_record(job_id: str, index: int, items: list[dict[str, Any]]) -> in
     for row in rows:
         row["batch"] = index
     write_part(st, job_id, index, rows)
-    summary = summarize_rows(rows)
-    n_done = jobs.complete_batch(
-        r, job_id, index, rows=summary["total"], errors=summary["errors"], summary=summary
-    )
+    n_done = jobs.complete_batch(r, job_id, index, summarize_rows(rows))
     job = jobs.get_job(r, job_id)
     if job and n_done >= job["batches"]:
         # Inline rather than queued: finalize is idempotent, and a queue hop is pure latency.
