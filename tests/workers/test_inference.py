@@ -133,3 +133,65 @@ def test_a_chunk_takes_the_spare_cores_when_the_fetch_threads_need_none():
     assert model.chunks == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
     assert model.threads == [1, 2, 1, 2]
     assert list(engine.thread_counts) == [1, 2, 1, 2]
+
+
+def test_two_streams_score_whole_chunks_side_by_side():
+    import torch
+
+    class _Held(_Model):
+        """Holds the chunk with image 0 until released; records each chunk's thread and count."""
+
+        def predict(self, images, metadata):
+            self.seen.append((float(images[0][0]), threading.current_thread().name,
+                              torch.get_num_threads()))  # fmt: skip
+            if float(images[0][0]) == 0:
+                assert self.hold.wait(10)
+            return super().predict(images, metadata)
+
+    engine = Inference(chunk=4, min_chunk=2, threads=1, spare_threads=2, streams=2)
+    model = _Held()
+    model.hold, model.seen = threading.Event(), []
+    try:
+        engine.expect(9)
+        first = [engine.submit(model, _image(v), {}) for v in (0, 1)]  # taken, and held
+        _wait_for(lambda: engine.queued == 0)
+        middle = [engine.submit(model, _image(v), {}) for v in (2, 3, 4)]
+        time.sleep(0.1)
+        assert engine.queued == 3  # a chunk is running and more are coming: only a whole one
+        middle.append(engine.submit(model, _image(5), {}))
+        assert [f.result(10) for f in middle] == [0.2, 0.3, 0.4, 0.5]  # beside the held one
+        last = [engine.submit(model, _image(v), {}) for v in (6, 7)]
+        engine.skip()  # nothing more is announced: what is ready runs, on one core of two
+        assert [f.result(10) for f in last] == [0.6, 0.7]
+        assert not any(f.done() for f in first)
+        model.hold.set()
+        assert [f.result(10) for f in first] == [0.0, 0.1]
+        engine.expect(1)
+        assert engine.submit(model, _image(8), {}).result(10) == 0.8  # alone: every core
+    finally:
+        engine.close()
+    assert model.chunks == [[2, 3, 4, 5], [6, 7], [0, 1], [8]]
+    (_, held, *_), (_, beside, *_) = model.seen[:2]
+    assert held != beside
+    assert [threads for *_, threads in model.seen] == [1, 1, 1, 2]
+
+
+@pytest.mark.parametrize(("streams", "torch_threads"), [(1, "0"), (2, "0"), (2, "3")])
+def test_the_worker_inference_follows_its_settings(monkeypatch, streams, torch_threads):
+    import models
+    from workers import inference
+    from workers.settings import get_settings
+
+    monkeypatch.setenv("BIRTHMARK_SCORE_INFERENCE_STREAMS", str(streams))
+    monkeypatch.setenv("BIRTHMARK_SCORE_TORCH_THREADS", torch_threads)
+    monkeypatch.setattr(inference, "_default", None)
+    get_settings.cache_clear()
+    try:
+        engine = inference.default_inference()
+    finally:
+        get_settings.cache_clear()
+    cpus = models.available_cpus()
+    busy = {(1, "0"): max(1, cpus - 1), (2, "0"): max(1, cpus // 2), (2, "3"): 3}
+    assert engine.streams == streams
+    assert engine.threads == busy[streams, torch_threads]
+    assert engine.spare_threads == (3 if torch_threads == "3" else cpus)
