@@ -153,9 +153,7 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
         else:
             # Two worker processes on the same cores: each gets half the cores for torch.
             threads = max(1, models.available_cpus() // 2)
-            stack.start_workers(  # one inference thread each: a core per worker
-                2, BIRTHMARK_SCORE_TORCH_THREADS=str(threads), BIRTHMARK_SCORE_INFERENCE_STREAMS="1"
-            )
+            stack.start_workers(2, BIRTHMARK_SCORE_TORCH_THREADS=str(threads))
             keys = stack.upload(small)
             stack.run_job(keys)  # warm-up: both workers load the model
             two = len(keys) / min(stack.run_job(keys) for _ in range(args.repeats))

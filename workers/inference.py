@@ -21,11 +21,9 @@ waiting (or nothing more is announced), so chunks stay full; they then run side 
 each, instead of one chunk on both cores. On 2 cores, 6 paired stacks of 200 × 1024x768: the bare
 path 64.1-75.5 img/s (median 70.1) against 55.0-72.6 (57.1) with one stream, its CPU per image
 steadier (25.6-30.0 ms against 27.1-35.5); queued 52.4-63.8 (58.7) against 48.9-56.8 (52.3). On
-60 × 4000x3000, short of CPU for decoding, about the same. The queued path gains less while a worker
-sees two batches at a time (the bare path sees the whole job): with four batch tasks per worker
-(``workers.services.POOLS``) it gained 17% on 1024x768 and 10% on 4000x3000 over one stream and two
-tasks, at the same e2e ratio (3 + 3 paired rounds). Two streams are the default where a worker may
-use two CPUs or more (``BIRTHMARK_SCORE_INFERENCE_STREAMS``).
+60 × 4000x3000, short of CPU for decoding, about the same. The queued path gains less (a worker sees
+two batches at a time, the bare path the whole job), so the e2e ratio falls: one stream by default
+(``BIRTHMARK_SCORE_INFERENCE_STREAMS``).
 """
 
 from __future__ import annotations
@@ -215,7 +213,7 @@ def default_inference() -> Inference:
             threads = settings.score_torch_thread_count
             # Unless a count is set, a chunk takes every core when the fetch threads need none.
             spare = threads if settings.score_torch_threads else models.available_cpus()
-            streams = settings.score_inference_stream_count
+            streams = settings.score_inference_streams
             if streams > 1 and not settings.score_torch_threads:
                 threads = max(1, models.available_cpus() // streams)  # the cores, shared out
             _default = Inference(threads=threads, spare_threads=spare, streams=streams)

@@ -23,11 +23,10 @@ class Service:
     args: tuple[str, ...]
 
 
-# (pool, concurrency) per queue. Training runs one task at a time. A score worker runs four batch
-# tasks in threads, so its fetch threads always have images to download and decode while others are
-# on the model (see workers.inference: with two inference threads, four tasks kept the e2e ratio of
-# one thread and two tasks, and scored 10-17% more images per second).
-POOLS = {"score": ("threads", 4), "train": ("solo", 1), "curation": ("threads", 4)}
+# (pool, concurrency) per queue. Training runs one task at a time. A score worker runs two batch
+# tasks in threads: the second's images download and decode while the first's are on the model
+# (they take turns on it, see workers.scoring), so the model does not idle between batches.
+POOLS = {"score": ("threads", 2), "train": ("solo", 1), "curation": ("threads", 4)}
 
 
 def worker_command(

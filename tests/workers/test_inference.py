@@ -176,7 +176,7 @@ def test_two_streams_score_whole_chunks_side_by_side():
     assert [threads for *_, threads in model.seen] == [1, 1, 1, 2]
 
 
-@pytest.mark.parametrize(("streams", "torch_threads"), [(0, "0"), (1, "0"), (2, "0"), (2, "3")])
+@pytest.mark.parametrize(("streams", "torch_threads"), [(1, "0"), (2, "0"), (2, "3")])
 def test_the_worker_inference_follows_its_settings(monkeypatch, streams, torch_threads):
     import models
     from workers import inference
@@ -191,9 +191,7 @@ def test_the_worker_inference_follows_its_settings(monkeypatch, streams, torch_t
     finally:
         get_settings.cache_clear()
     cpus = models.available_cpus()
-    auto = min(2, cpus)  # 0: two streams where the worker may use two CPUs or more
     busy = {(1, "0"): max(1, cpus - 1), (2, "0"): max(1, cpus // 2), (2, "3"): 3}
-    busy[0, "0"] = busy[auto, "0"]
-    assert engine.streams == (streams or auto)
+    assert engine.streams == streams
     assert engine.threads == busy[streams, torch_threads]
     assert engine.spare_threads == (3 if torch_threads == "3" else cpus)
