@@ -1,4 +1,4 @@
-"""A worker process's one inference thread: chunks of ready images from every running batch.
+"""A worker process's inference threads: chunks of ready images from every running batch.
 
 A score worker runs two batch tasks in threads. When each fed the model its own chunks in turn, a
 chunk held only its own batch's ready images (8-9 on average in a traced worker, against 14-16 in
@@ -189,9 +189,9 @@ class Inference:
                 log.exception("predict failed on a chunk of %d", len(taken))
                 for w in taken:
                     w.result.set_exception(err)
-                self._done()
                 continue
-            self._done()
+            finally:
+                self._done()
             self.chunks.append(len(taken))
             for w, p in zip(taken, probs, strict=True):
                 w.result.set_result(float(p))
@@ -203,19 +203,18 @@ _default_lock = threading.Lock()
 
 
 def default_inference() -> Inference:
-    """This process's inference thread (a forked child gets its own)."""
+    """This process's inference threads (a forked child gets its own)."""
     global _default, _default_pid
     with _default_lock:
         if _default is None or _default_pid != os.getpid():
             from workers.settings import get_settings
 
             settings = get_settings()
-            threads = settings.score_torch_thread_count
+            fixed, streams = settings.score_torch_threads, settings.score_inference_streams
+            cpus = models.available_cpus()
+            # Auto: the streams share the cores out; one stream leaves one to the fetch threads.
+            busy = settings.score_torch_thread_count if fixed or streams == 1 else cpus // streams
             # Unless a count is set, a chunk takes every core when the fetch threads need none.
-            spare = threads if settings.score_torch_threads else models.available_cpus()
-            streams = settings.score_inference_streams
-            if streams > 1 and not settings.score_torch_threads:
-                threads = max(1, models.available_cpus() // streams)  # the cores, shared out
-            _default = Inference(threads=threads, spare_threads=spare, streams=streams)
+            _default = Inference(threads=max(1, busy), spare_threads=fixed or cpus, streams=streams)
             _default_pid = os.getpid()
         return _default

@@ -92,6 +92,10 @@ def test_a_chunk_holds_one_model_and_a_failed_chunk_fails_only_its_images(infere
         with pytest.raises(RuntimeError, match="bad chunk"):
             f.result(10)
     assert good.chunks == [[1], [4]] and bad.chunks == [[2, 3]]
+    inference.expect(4)  # the failed chunk is over: a partial chunk of 3 runs, one still announced
+    partial = [inference.submit(good, _image(v), {}) for v in (5, 6, 7)]
+    assert [f.result(10) for f in partial] == [0.5, 0.6, 0.7]
+    inference.skip()
 
 
 def test_close_stops_the_thread_and_refuses_more_work():
