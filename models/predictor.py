@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -118,31 +119,28 @@ def trace_frozen(
 
 
 def forward_views(
-    model: nn.Module, batch: torch.Tensor, meta: torch.Tensor | None, *, flips: bool
+    model: nn.Module,
+    batch: torch.Tensor,
+    meta: torch.Tensor | None,
+    *,
+    flips: bool,
+    between: Callable[[], object] | None = None,
 ) -> torch.Tensor:
     """Float logits of ``model`` on ``batch``; ``flips=True``: their mean over the four flips.
 
     A lesion has no up or left, so the image and its horizontal, vertical and double flip are four
     views of one lesion; averaging their logits is a small ensemble at four times the inference.
-    Training (for the calibration it fits on val) and scoring both go through here.
+    Training (for the calibration it fits on val) and scoring both go through here. ``between`` is
+    called before each view after the first: the scoring worker changes its thread count there.
     """
     logits = model(batch, meta).float()
     if flips:
         for dims in FLIPS:
+            if between is not None:
+                between()
             logits += model(torch.flip(batch, dims), meta).float()
         logits /= 1 + len(FLIPS)
     return logits
-
-
-class _Views(nn.Module):
-    """:func:`forward_views` as one module, so that a trace covers the flips and their mean."""
-
-    def __init__(self, model: nn.Module, *, flips: bool) -> None:
-        super().__init__()
-        self.model, self.flips = model, flips
-
-    def forward(self, images: torch.Tensor, metadata: torch.Tensor) -> torch.Tensor:
-        return forward_views(self.model, images, metadata, flips=self.flips)
 
 
 class Predictor:
@@ -153,8 +151,8 @@ class Predictor:
     fitted at training time; 1.0 and 0.0 when absent).
     The network is copied with BatchNorm folded into the convolutions, so ``model`` is left as it
     was. ``compile=True`` wraps it in ``torch.compile`` (the first batch pays the compile time);
-    ``torchscript=True`` also keeps a traced, frozen copy of the network with its test-time views
-    (:func:`trace_frozen`) for calls with metadata: a chunk then takes the GIL once, not per op.
+    ``torchscript=True`` also keeps a traced, frozen copy of the network (:func:`trace_frozen`) for
+    calls with metadata: each view of a chunk then takes the GIL once, not once per op.
     Test-time flips (``forward_views``) follow ``card["test_time_flips"]``, so scoring does what
     training calibrated and evaluated (off for cards written before the key existed); ``flips``
     overrides the card (benchmarks compare both on one model).
@@ -195,9 +193,7 @@ class Predictor:
             self.model = torch.compile(self.model, dynamic=False)
         # Used whenever metadata is given (scoring always gives it); None runs eager.
         self.traced = (
-            trace_frozen(
-                _Views(self.model, flips=self.flips), image_size=self.image_size, device=self.device
-            )
+            trace_frozen(self.model, image_size=self.image_size, device=self.device)
             if torchscript
             else None
         )
@@ -225,19 +221,26 @@ class Predictor:
         return image
 
     def _logits(
-        self, images: Sequence[Image.Image | np.ndarray], metadata: Sequence[Mapping] | None
+        self,
+        images: Sequence[Image.Image | np.ndarray],
+        metadata: Sequence[Mapping] | None,
+        between: Callable[[], object] | None = None,
     ):
         batch = stack_arrays([self._crop(im) for im in images], mean=self.mean, std=self.std)
         batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
         if metadata is None:
-            return forward_views(self.model, batch, None, flips=self.flips)
+            return forward_views(self.model, batch, None, flips=self.flips, between=between)
         meta = torch.from_numpy(encode_metadata(metadata)).to(self.device, non_blocking=True)
-        if self.traced is not None:
-            return self.traced(batch, meta)  # the views included
-        return forward_views(self.model, batch, meta, flips=self.flips)
+        model = self.model if self.traced is None else self.traced
+        return forward_views(model, batch, meta, flips=self.flips, between=between)
 
-    def _forward(self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None):
-        z = self._logits(images, metadata) / self.temperature
+    def _forward(
+        self,
+        images: Sequence[Image.Image],
+        metadata: Sequence[Mapping] | None,
+        between: Callable[[], object] | None = None,
+    ):
+        z = self._logits(images, metadata, between) / self.temperature
         z[:, 1] += self.logit_bias
         return torch.softmax(z, dim=1)[:, 1]
 
@@ -255,11 +258,17 @@ class Predictor:
         return out
 
     def predict(
-        self, images: Sequence[Image.Image | np.ndarray], metadata: Sequence[Mapping] | None = None
+        self,
+        images: Sequence[Image.Image | np.ndarray],
+        metadata: Sequence[Mapping] | None = None,
+        *,
+        between: Callable[[], object] | None = None,
     ) -> np.ndarray:
         """Malignant probabilities, float64 ``[N]``; ``metadata`` rows align with ``images``
-        (PIL images, or crops from :meth:`prepare`)."""
-        return self._batched(self._forward, images, metadata, ())
+        (PIL images, or crops from :meth:`prepare`). ``between`` runs on this thread before each
+        test-time view after the first (:func:`forward_views`)."""
+        step = functools.partial(self._forward, between=between)
+        return self._batched(step, images, metadata, ())
 
     def logits(
         self, images: Sequence[Image.Image], metadata: Sequence[Mapping] | None = None

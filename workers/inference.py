@@ -13,7 +13,12 @@ default) while images are still being fetched, ``spare_threads`` (every core) fo
 more are announced (a single upload, the end of a job, between batches) or a whole next chunk is
 already waiting. On 2 cores queued scoring of 1024x768 photos ran 16-22% more images per second than
 with one thread throughout (paired stacks: 56.5 / 52.5 / 57.3 against 48.1 / 49.1 / 47.6 img/s), and
-4000x3000 no fewer; two threads throughout lost to one by starving the decoders.
+4000x3000 no fewer; two threads throughout lost to one by starving the decoders. The count is
+looked at again between a chunk's test-time views (four forward passes, ~80 ms each on one thread
+here): a chunk begun on one thread while images were still coming takes every core for its
+remaining views once nothing more is announced. A worker sees only its two running batches, so the
+fetch threads often finish in the middle of a chunk; this halved the idle CPU of queued scoring
+(6.0% to 3.4% of 2 cores, 3 paired stacks of 200 x 1024x768) and left the bare path's as it was.
 
 ``streams`` runs several such threads on the one queue, each with its own torch thread count (one
 each on 2 cores). While one scores a chunk, another takes the next only once a whole chunk is
@@ -153,8 +158,15 @@ class Inference:
             while self._ready and len(taken) < self.chunk and self._ready[0].predictor is first:
                 taken.append(self._ready.popleft())
             if self.streams > 1:  # every core only when nothing else is left to do
-                return taken, self._running == 1 and self._expected == 0 and not self._ready
-            return taken, self._expected == 0 or len(self._ready) >= self.chunk
+                return taken, self._nothing_else()
+            return taken, self._nothing_else() or len(self._ready) >= self.chunk
+
+    def _nothing_else(self) -> bool:
+        """Whether nothing is left to fetch (under the lock); with several streams, also nothing
+        for another stream to score."""
+        if self.streams > 1:
+            return self._running == 1 and self._expected == 0 and not self._ready
+        return self._expected == 0
 
     def _may_take(self) -> bool:
         """Whether a thread may take a chunk now (under the lock): at least ``min_chunk`` ready, or
@@ -174,16 +186,29 @@ class Inference:
 
     def _run(self) -> None:
         current = None
-        while (next_chunk := self._take()) is not None:
-            taken, spare = next_chunk
-            threads = self.spare_threads if spare else self.threads
+
+        def use(threads: int | None) -> None:
+            nonlocal current
             if threads is not None and threads != current:
                 torch.set_num_threads(threads)  # this thread's count (OpenMP keeps one per thread)
                 current = threads
+
+        def between_views() -> None:  # the fetch threads may have finished since the chunk began
+            if current != self.spare_threads:
+                with self._cond:
+                    done = self._nothing_else()
+                if done:
+                    use(self.spare_threads)
+
+        while (next_chunk := self._take()) is not None:
+            taken, spare = next_chunk
+            use(self.spare_threads if spare else self.threads)
             self.thread_counts.append(torch.get_num_threads())
             try:
                 probs = taken[0].predictor.predict(
-                    [w.image for w in taken], [dict(w.metadata) for w in taken]
+                    [w.image for w in taken],
+                    [dict(w.metadata) for w in taken],
+                    between=between_views,
                 )
             except BaseException as err:  # every batch with an image here fails (and retries)
                 log.exception("predict failed on a chunk of %d", len(taken))

@@ -137,6 +137,31 @@ def test_torchscript_scores_as_the_eager_model(rng, arch):
     np.testing.assert_allclose(traced.logits(images, meta), eager.logits(images, meta), atol=1e-5)
 
 
+@pytest.mark.parametrize("torchscript", [False, True])
+def test_between_runs_before_each_later_view_and_leaves_the_scores(rng, torchscript):
+    torch.manual_seed(0)
+    model = build_model("resnet10_multimodal")
+    card = {"image_size": 48, "test_time_flips": True}
+    images = [lesion_image(rng, size=60) for _ in range(7)]
+    meta = [{"age": 30 + 5 * i} for i in range(7)]
+    predictor = Predictor(model, card, device="cpu", batch_size=4, torchscript=torchscript)
+    calls: list[int] = []
+    scored = predictor.predict(images, meta, between=lambda: calls.append(torch.get_num_threads()))
+    assert len(calls) == 6  # three later views in each of the two batches (4 + 3)
+    np.testing.assert_allclose(scored, predictor.predict(images, meta), atol=1e-6)
+    # What between does takes effect for the views after it: here, one torch thread.
+    before = torch.get_num_threads()
+    try:
+        one = predictor.predict(images, meta, between=lambda: torch.set_num_threads(1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(one, scored, atol=1e-5)
+    plain = Predictor(model, card, device="cpu", flips=False, torchscript=torchscript)
+    plain.predict(images, meta, between=lambda: calls.append(0))
+    assert len(calls) == 6  # one view: nothing between
+
+
 class _BatchSizeDependent(torch.nn.Module):
     """Control flow on a value the trace freezes: the trace keeps the branch it saw."""
 

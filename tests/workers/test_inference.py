@@ -18,7 +18,7 @@ class _Model:
         self.chunks: list[list[float]] = []
         self.fail_on, self.gate = fail_on, gate
 
-    def predict(self, images, metadata):
+    def predict(self, images, metadata, between=None):
         if self.gate is not None:
             assert self.gate.wait(10)
         values = [float(im[0]) for im in images]
@@ -113,9 +113,9 @@ def test_a_chunk_takes_the_spare_cores_when_the_fetch_threads_need_none():
     import torch
 
     class _Counting(_Model):
-        def predict(self, images, metadata):
+        def predict(self, images, metadata, between=None):
             self.threads.append(torch.get_num_threads())  # the inference thread's own count
-            return super().predict(images, metadata)
+            return super().predict(images, metadata, between)
 
     engine = Inference(chunk=4, min_chunk=1, threads=1, spare_threads=2)
     gate = threading.Event()
@@ -139,18 +139,56 @@ def test_a_chunk_takes_the_spare_cores_when_the_fetch_threads_need_none():
     assert list(engine.thread_counts) == [1, 2, 1, 2]
 
 
+def test_a_chunk_takes_the_spare_cores_between_views_once_the_fetching_is_done():
+    import torch
+
+    class _Views(_Model):
+        """Four views per chunk, as with test-time flips: records the thread count of each."""
+
+        def predict(self, images, metadata, between=None):
+            self.threads.append([torch.get_num_threads()])
+            assert self.gate.wait(10)
+            for _ in range(3):
+                between()
+                self.threads[-1].append(torch.get_num_threads())
+            return super().predict(images, metadata)
+
+    engine = Inference(chunk=4, min_chunk=2, threads=1, spare_threads=2)
+    model = _Views()
+    model.gate, model.threads = threading.Event(), []
+    try:
+        engine.expect(4)
+        first = [engine.submit(model, _image(v), {}) for v in (0, 1)]  # two more coming: 1 thread
+        _wait_for(lambda: engine.queued == 0)
+        engine.submit(model, _image(2), {})  # one still announced: the views stay on one thread
+        model.gate.set()
+        _wait_for(lambda: first[0].done())
+        model.gate.clear()
+        engine.expect(2)
+        engine.submit(model, _image(3), {})  # three announced (1 + 2): the next chunk on one...
+        _wait_for(lambda: engine.queued == 0)
+        last = [engine.submit(model, _image(v), {}) for v in (4, 5)]  # nothing more: every core
+        model.gate.set()
+        assert [f.result(10) for f in last] == [0.4, 0.5]
+    finally:
+        engine.close()
+    assert model.chunks == [[0, 1], [2, 3], [4, 5]]
+    assert model.threads == [[1, 1, 1, 1], [1, 2, 2, 2], [2, 2, 2, 2]]
+    assert list(engine.thread_counts) == [1, 1, 2]  # the count each chunk began with
+
+
 def test_two_streams_score_whole_chunks_side_by_side():
     import torch
 
     class _Held(_Model):
         """Holds the chunk with image 0 until released; records each chunk's thread and count."""
 
-        def predict(self, images, metadata):
+        def predict(self, images, metadata, between=None):
             self.seen.append((float(images[0][0]), threading.current_thread().name,
                               torch.get_num_threads()))  # fmt: skip
             if float(images[0][0]) == 0:
                 assert self.hold.wait(10)
-            return super().predict(images, metadata)
+            return super().predict(images, metadata, between)
 
     engine = Inference(chunk=4, min_chunk=2, threads=1, spare_threads=2, streams=2)
     model = _Held()

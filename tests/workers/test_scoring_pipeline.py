@@ -44,7 +44,7 @@ class _Predictor:
         self.prepared_in.add(threading.current_thread().name)
         return image
 
-    def predict(self, images, metadata=None) -> np.ndarray:
+    def predict(self, images, metadata=None, between=None) -> np.ndarray:
         self.chunks.append(len(images))
         return np.array([im.size[0] / 1000 for im in images])
 
@@ -109,7 +109,7 @@ class _HeldPredictor(_Predictor):
         super().__init__()
         self.entered, self.release, self.widths = threading.Event(), threading.Event(), []
 
-    def predict(self, images, metadata=None) -> np.ndarray:
+    def predict(self, images, metadata=None, between=None) -> np.ndarray:
         if not self.chunks:
             self.entered.set()
             assert self.release.wait(30)
