@@ -18,7 +18,8 @@ looked at again between a chunk's test-time views (four forward passes, ~80 ms e
 here): a chunk begun on one thread while images were still coming takes every core for its
 remaining views once nothing more is announced. A worker sees only its two running batches, so the
 fetch threads often finish in the middle of a chunk; this halved the idle CPU of queued scoring
-(6.0% to 3.4% of 2 cores, 3 paired stacks of 200 x 1024x768) and left the bare path's as it was.
+(7.6% to 3.2% of 2 cores, 10 alternated rounds of 200 x 1024x768 in one stack) and left the bare
+path's speed as it was.
 
 ``streams`` runs several such threads on the one queue, each with its own torch thread count (one
 each on 2 cores). While one scores a chunk, another takes the next only once a whole chunk is
