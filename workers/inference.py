@@ -158,9 +158,9 @@ class Inference:
             taken: list[_Waiting] = []
             while self._ready and len(taken) < self.chunk and self._ready[0].predictor is first:
                 taken.append(self._ready.popleft())
-            if self.streams > 1:  # every core only when nothing else is left to do
-                return taken, self._nothing_else()
-            return taken, self._nothing_else() or len(self._ready) >= self.chunk
+            # Several streams: every core only when nothing else is left to do.
+            whole_next = self.streams == 1 and len(self._ready) >= self.chunk
+            return taken, self._nothing_else() or whole_next
 
     def _nothing_else(self) -> bool:
         """Whether nothing is left to fetch (under the lock); with several streams, also nothing
