@@ -145,8 +145,8 @@ def test_between_runs_before_each_later_view_and_leaves_the_scores(rng, torchscr
     images = [lesion_image(rng, size=60) for _ in range(7)]
     meta = [{"age": 30 + 5 * i} for i in range(7)]
     predictor = Predictor(model, card, device="cpu", batch_size=4, torchscript=torchscript)
-    calls: list[int] = []
-    scored = predictor.predict(images, meta, between=lambda: calls.append(torch.get_num_threads()))
+    calls: list[str] = []
+    scored = predictor.predict(images, meta, between=lambda: calls.append("view"))
     assert len(calls) == 6  # three later views in each of the two batches (4 + 3)
     np.testing.assert_allclose(scored, predictor.predict(images, meta), atol=1e-6)
     # What between does takes effect for the views after it: here, one torch thread.
@@ -158,7 +158,7 @@ def test_between_runs_before_each_later_view_and_leaves_the_scores(rng, torchscr
         torch.set_num_threads(before)
     np.testing.assert_allclose(one, scored, atol=1e-5)
     plain = Predictor(model, card, device="cpu", flips=False, torchscript=torchscript)
-    plain.predict(images, meta, between=lambda: calls.append(0))
+    plain.predict(images, meta, between=lambda: calls.append("view"))
     assert len(calls) == 6  # one view: nothing between
 
 
