@@ -67,12 +67,20 @@ def _check(ok: bool | None) -> str:
     return "" if ok is None else ("yes" if ok else "NO")
 
 
+def _ratio_text(ratio: float, goal: float) -> str:
+    """Two decimals, or more where two would round across the goal (0.897 is not 0.90)."""
+    digits = 2
+    while digits < 6 and (float(f"{ratio:.{digits}f}") >= goal) != (ratio >= goal):
+        digits += 1
+    return f"{ratio:.{digits}f}"
+
+
 def _ratio_row(name: str, ours: float, ref: float, ratio: float, unit: str, goal: float) -> Row:
     return Row(
         name,
         f"{ours:.1f} {unit}",
         f"{ref:.1f} {unit}",
-        f"{ratio:.2f}",
+        _ratio_text(ratio, goal),
         f">= {goal:g}",
         _check(ratio >= goal),
     )
