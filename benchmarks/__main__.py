@@ -204,7 +204,7 @@ def run(args: argparse.Namespace, log=print) -> list[Row]:
             "hardware",
             f"{flops * rate / 1e9:.1f} GFLOP/s ({rate:.1f} img/s)",
             f"{gemm / 1e9:.1f} GFLOP/s GEMM",
-            f"{flops * rate / gemm:.2f}",
+            _ratio_text(flops * rate / gemm, 0.5),
             ">= 0.5",
             _check(flops * rate / gemm >= 0.5),
         )
