@@ -116,6 +116,26 @@ def _code_version() -> str:
         return "unknown"
 
 
+def _run_key(run_id: str) -> str:
+    return f"models/runs/{run_id}/run.json"
+
+
+def _pinned_version(store: Store, run_id: str, requested: str | None) -> str | None:
+    """The curated version an earlier attempt of run ``run_id`` trained on, else ``requested``.
+
+    A redelivered run resumes from its checkpoint; with ``data`` unset it would otherwise read
+    LATEST again and, after a curation in between, continue on another data set (and record that
+    version alone in the card). ``run_training`` writes the version it resolved to
+    ``models/runs/<run_id>/run.json`` before training; later attempts train on it.
+    """
+    if not store.exists(_run_key(run_id)):
+        return requested
+    pinned = json.loads(store.get(_run_key(run_id)))["data_version"]
+    if requested and requested != pinned:
+        raise ValueError(f"run {run_id} trains on curated version {pinned}, not {requested}")
+    return pinned
+
+
 def run_training(
     store: Store,
     run_id: str,
@@ -134,7 +154,9 @@ def run_training(
     after the first epoch, the last, and any epoch ending ``checkpoint_interval_s`` or more after
     the previous write (0 = every epoch): a killed run loses at most that much training.
     """
-    version, manifest = load_manifest(store, data_version)
+    version, manifest = load_manifest(store, _pinned_version(store, run_id, data_version))
+    if not store.exists(_run_key(run_id)):
+        store.put(_run_key(run_id), json.dumps({"data_version": version}).encode())
     data = trainable(manifest)
     splits = {s: data[data["split"] == s] for s in ("train", "val", "test")}
     if splits["train"].empty or splits["val"].empty:

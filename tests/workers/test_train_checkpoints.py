@@ -6,6 +6,7 @@ import types
 
 import pytest
 
+import curation
 import models
 from tests.workers.helpers import publish_tiny_dataset
 from workers import training_run
@@ -59,3 +60,40 @@ def test_checkpoints_follow_the_first_epoch_the_last_and_the_interval(
     )
     assert store.checkpoints == written
     assert store.exists(f"models/{outcome['model_id']}/card.json")
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_resumed_run_keeps_the_data_version_it_started_on(tmp_path):
+    # Killed after its first checkpoint; curation publishes a new LATEST before the redelivery.
+    # The resumed run must go on with the version it started on, not mix two data sets under
+    # the new version's name.
+    store = LocalStore(tmp_path / "store")
+    first = publish_tiny_dataset(store)
+    config = models.TrainConfig(
+        epochs=2, image_size=32, batch_size=8, augment=False, device="cpu", val_every=1
+    )
+
+    def crash(p: dict) -> None:
+        raise _Crash
+
+    with pytest.raises(_Crash):
+        training_run.run_training(
+            store, "train-r1", config=config, cache_dir=tmp_path / "cache", on_progress=crash
+        )
+    assert store.exists("models/runs/train-r1/resume.bin")
+    _, manifest = training_run.load_manifest(store, first)
+    manifest["malignant"] = 1.0 - manifest["malignant"]
+    store.put("curated/v-newer/manifest.parquet", curation.manifest_to_parquet(manifest))
+    store.write_pointer("curated/LATEST", "v-newer")
+
+    outcome = training_run.run_training(
+        store, "train-r1", config=config, cache_dir=tmp_path / "cache"
+    )
+    assert outcome["data_version"] == first
+    with pytest.raises(ValueError, match="trains on curated version"):
+        training_run.run_training(
+            store, "train-r1", config=config, cache_dir=tmp_path / "cache", data_version="v-newer"
+        )
