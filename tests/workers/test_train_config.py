@@ -39,3 +39,32 @@ def test_val_every_comes_from_settings(env, monkeypatch):
     monkeypatch.setenv("BIRTHMARK_TRAIN_VAL_EVERY", "1")
     reset_caches()
     assert train_config({}).val_every == 1
+
+
+def test_growth_queues_one_run_per_curated_version(env, monkeypatch):
+    # The growth check runs hourly; the champion's data stays behind LATEST while the run it
+    # queued trains, and for good when that challenger loses: one run per version, not per hour.
+    import json
+
+    import pandas as pd
+
+    import curation
+    from tests.workers.helpers import publish_tiny_champion, publish_tiny_dataset
+    from workers import registry
+    from workers.runtime import store
+    from workers.tasks import train
+
+    st = store()
+    old = publish_tiny_dataset(st)
+    champion = publish_tiny_champion(st)
+    card = {**registry.read_card(st, champion), "data_version": old}
+    st.put(f"models/{champion}/card.json", json.dumps(card).encode())
+    _, manifest = train.load_manifest(st, old)
+    grown = pd.concat([manifest, manifest.assign(isic_id=manifest["isic_id"] + "b")])
+    st.put("curated/v-grown/manifest.parquet", curation.manifest_to_parquet(grown))
+    st.write_pointer("curated/LATEST", "v-grown")
+    queued = []
+    monkeypatch.setattr(train.run, "apply_async", lambda *a, **k: queued.append(a))
+
+    jobs = {train.check_growth.run() for _ in range(3)}
+    assert len(jobs) == 1 and len(queued) == 1

@@ -119,5 +119,12 @@ def check_growth() -> str | None:
     _, old = load_manifest(st, trained_on) if trained_on else (None, new.iloc[:0])
     if len(new) < len(old) * (1 + s.train_growth_fraction) or len(new) == len(old):
         return None
-    job_id, _ = submit_task_job(run, kind="train", params={"trigger": "growth", "data": latest})
+    # Once per curated version: this check runs hourly, and until a run on ``latest`` is promoted
+    # (a challenger that loses never is) the champion's data stays behind LATEST.
+    job_id, _ = submit_task_job(
+        run,
+        kind="train",
+        params={"trigger": "growth", "data": latest},
+        idempotency_key=f"train-growth-{latest}",
+    )
     return job_id
