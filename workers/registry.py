@@ -102,6 +102,10 @@ def _append_history(store: Store, event: dict[str, Any]) -> None:
 
 def promote(store: Store, model_id: str, *, reason: str, actor: str = "system") -> None:
     """Make ``model_id`` the champion (history first, then the pointer)."""
+    _set_champion(store, model_id, reason=reason, actor=actor)
+
+
+def _set_champion(store: Store, model_id: str, *, reason: str, actor: str, **extra: Any) -> None:
     read_card(store, model_id)  # must exist
     previous = champion_id(store)
     _append_history(
@@ -113,18 +117,42 @@ def promote(store: Store, model_id: str, *, reason: str, actor: str = "system") 
             "previous": previous,
             "reason": reason,
             "actor": actor,
+            **extra,
         },
     )
     store.write_pointer(CHAMPION_KEY, model_id)
 
 
+def _champion_chain(events: list[dict[str, Any]]) -> list[str]:
+    """The champions a rollback walks back through, oldest first: each promotion pushes its
+    model, each rollback pops the model it replaced (so a second rollback goes further back
+    rather than restoring the model the first one removed)."""
+    chain: list[str] = []
+    for event in events:
+        if event.get("event") != "promote":
+            continue
+        # Rollbacks written before the flag existed say so in their reason.
+        undo = event.get("rollback") or str(event.get("reason", "")).startswith("rollback from ")
+        if undo and len(chain) >= 2 and chain[-2] == event["model_id"]:
+            chain.pop()
+        elif not chain or chain[-1] != event["model_id"]:
+            chain.append(event["model_id"])
+    return chain
+
+
 def rollback(store: Store, *, actor: str = "cli") -> str:
-    """Return to the champion before the current one; returns the restored model id."""
+    """Return to the champion before the current one; returns the restored model id.
+
+    Repeated rollbacks keep walking back: A -> B -> C, rollback, rollback gives A (not C again).
+    """
     current = champion_id(store)
-    for event in reversed(history(store)):
-        if event["event"] == "promote" and event["model_id"] == current and event.get("previous"):
-            promote(store, event["previous"], reason=f"rollback from {current}", actor=actor)
-            return event["previous"]
+    chain = _champion_chain(history(store))
+    if len(chain) >= 2 and chain[-1] == current:
+        previous = chain[-2]
+        _set_champion(
+            store, previous, reason=f"rollback from {current}", actor=actor, rollback=True
+        )
+        return previous
     raise ValueError(f"no earlier champion to roll back to (current: {current})")
 
 

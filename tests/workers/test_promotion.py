@@ -68,3 +68,14 @@ def test_published_models_are_immutable_and_the_id_covers_the_calibration(tmp_pa
     again = registry.publish_model(store, weights, {**card, "metrics": {"rerun": True}})
     assert again == first and "metrics" not in registry.read_card(store, first)
     assert registry.read_weights(store, first) == weights
+
+
+def test_repeated_rollbacks_walk_back_through_the_champions(tmp_path):
+    store = LocalStore(tmp_path)
+    a, b, c = (publish_tiny_champion(store, seed=s) for s in (1, 2, 3))
+    assert registry.rollback(store) == b
+    assert registry.rollback(store) == a  # not c again: c is the model rolled back from
+    with pytest.raises(ValueError, match="no earlier champion"):
+        registry.rollback(store)
+    registry.promote(store, c, reason="manual")
+    assert registry.rollback(store) == a
