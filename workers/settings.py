@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -172,7 +173,11 @@ class Settings(BaseSettings):
         description="Models score the mean logit over an image and its three flips (4x inference), "
         "calibrated that way on val (models.TrainConfig.test_time_flips); the card records it.",
     )
-    promotion_metric: str = "roc_auc"
+    # Metrics where higher is better (workers.training_run.PROMOTION_METRICS): a lower-is-better
+    # one such as ECE would promote worse models, a misspelt one none at all (NaN never wins).
+    promotion_metric: Literal[
+        "roc_auc", "balanced_accuracy", "sens_at_spec_90", "sens_at_spec_95", "pauc_above_80_tpr"
+    ] = "roc_auc"
     promotion_margin: float = 0.0
 
     # --- celery reliability ---------------------------------------------------------------

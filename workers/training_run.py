@@ -30,6 +30,14 @@ __all__ = ["load_manifest", "latest_version", "make_samples", "run_training", "e
 log = logging.getLogger(__name__)
 
 META_FIELDS = ("age_approx", "sex", "anatom_site_general")
+# What promotion may compare: metrics of models.evaluate where higher is better.
+PROMOTION_METRICS = (
+    "roc_auc",
+    "balanced_accuracy",
+    "sens_at_spec_90",
+    "sens_at_spec_95",
+    "pauc_above_80_tpr",
+)
 # Bootstrap draws for each test subset's AUC interval (about a second for all three on 400 images).
 AUC_CI_DRAWS = 1000
 
@@ -154,6 +162,10 @@ def run_training(
     after the first epoch, the last, and any epoch ending ``checkpoint_interval_s`` or more after
     the previous write (0 = every epoch): a killed run loses at most that much training.
     """
+    if promotion_metric not in PROMOTION_METRICS:  # before hours of training, not after
+        raise ValueError(
+            f"promotion metric {promotion_metric!r}: choose one of {', '.join(PROMOTION_METRICS)}"
+        )
     version, manifest = load_manifest(store, _pinned_version(store, run_id, data_version))
     if not store.exists(_run_key(run_id)):
         store.put(_run_key(run_id), json.dumps({"data_version": version}).encode())

@@ -79,3 +79,25 @@ def test_repeated_rollbacks_walk_back_through_the_champions(tmp_path):
         registry.rollback(store)
     registry.promote(store, c, reason="manual")
     assert registry.rollback(store) == a
+
+
+def test_promotion_metric_must_be_a_higher_is_better_metric(monkeypatch, tmp_path):
+    import typing
+
+    import pydantic
+
+    import models
+    from workers import training_run
+    from workers.settings import Settings
+
+    allowed = typing.get_args(Settings.model_fields["promotion_metric"].annotation)
+    assert set(allowed) == set(training_run.PROMOTION_METRICS)
+    assert set(allowed) <= set(models.evaluate([0, 1], [0.2, 0.7]))
+    for wrong in ("ece", "auc"):  # lower is better; a typo (NaN: never promotes)
+        monkeypatch.setenv("BIRTHMARK_PROMOTION_METRIC", wrong)
+        with pytest.raises(pydantic.ValidationError):
+            Settings()
+        with pytest.raises(ValueError, match="promotion metric"):
+            training_run.run_training(
+                LocalStore(tmp_path), "r", config=None, cache_dir=tmp_path, promotion_metric=wrong
+            )
