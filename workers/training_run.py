@@ -124,6 +124,12 @@ def _code_version() -> str:
         return "unknown"
 
 
+def _image_cache(root: Path, store: Store, image_size: int) -> models.DecodedImageCache:
+    """Decoded images for a network of input ``image_size``: twice that (at least 128 px), so the
+    random crops of training and the resize to the input size both downscale."""
+    return models.DecodedImageCache(root, partial(store.get), size=max(image_size * 2, 128))
+
+
 def _run_key(run_id: str) -> str:
     return f"models/runs/{run_id}/run.json"
 
@@ -176,9 +182,7 @@ def run_training(
             f"curated version {version} has {len(splits['train'])} train and {len(splits['val'])} "
             "val rows with labels; need both"
         )
-    cache = models.DecodedImageCache(
-        cache_dir, partial(store.get), size=max(config.image_size * 2, 128)
-    )
+    cache = _image_cache(cache_dir, store, config.image_size)
     resume_key = f"models/runs/{run_id}/resume.bin"
     resume = store.get(resume_key) if store.exists(resume_key) else None
     if resume is not None:
@@ -247,6 +251,7 @@ def run_training(
         prob=prob,
         metric=promotion_metric,
         margin=promotion_margin,
+        device=config.device,
     )
     store.put(f"models/{model_id}/decision.json", json.dumps(decision, indent=2).encode())
     return {"model_id": model_id, "data_version": version, "metrics": metrics, **decision}
@@ -276,6 +281,7 @@ def decide_promotion(
     prob: np.ndarray,
     metric: str,
     margin: float,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Promote ``model_id`` if it beats the champion on the same holdout by ``margin``.
 
@@ -297,8 +303,14 @@ def decide_promotion(
         }
     card = registry.read_card(store, champion)
     net = models.load_checkpoint(registry.read_weights(store, champion), card)
-    # The champion's own intervals are not needed: the paired bootstrap below compares the two.
-    old_metrics, old_prob = evaluate_model(models.Predictor(net, card), test, cache, ci_draws=0)
+    # The champion sees the images as it would score them: decoded for its own input size (a
+    # 256 px champion must not score a 64 px challenger's 128 px cache entries upscaled), on the
+    # challenger's device. Its own intervals are not needed: the paired bootstrap compares the two.
+    champion_size = int(card.get("image_size", 224))
+    if max(champion_size * 2, 128) > cache.size:
+        cache = _image_cache(cache.root, store, champion_size)
+    predictor = models.Predictor(net, card, device=device)
+    old_metrics, old_prob = evaluate_model(predictor, test, cache, ci_draws=0)
     old = old_metrics["overall"].get(metric, float("nan"))
     promoted, reason = should_promote(new, old, metric=metric, margin=margin, champion=champion)
     paired = models.paired_auc_difference(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from tests.workers.helpers import publish_tiny_champion
@@ -101,3 +102,45 @@ def test_promotion_metric_must_be_a_higher_is_better_metric(monkeypatch, tmp_pat
             training_run.run_training(
                 LocalStore(tmp_path), "r", config=None, cache_dir=tmp_path, promotion_metric=wrong
             )
+
+
+def test_the_champion_is_judged_on_images_decoded_for_its_own_input_size(tmp_path, monkeypatch):
+    import torch
+
+    import models
+    from tests.workers.helpers import publish_tiny_dataset
+    from workers import training_run
+
+    store = LocalStore(tmp_path / "store")
+    version = publish_tiny_dataset(store, n=8)
+    torch.manual_seed(0)
+    weights, card = models.dump_checkpoint(
+        models.build_model("resnet10_image"), {"arch": "resnet10_image", "image_size": 256}
+    )
+    champion = registry.publish_model(store, weights, card)
+    registry.promote(store, champion, reason="test")
+    challenger = publish_tiny_champion(store, seed=1)  # image_size 64; promoted back below
+    registry.rollback(store)
+    _, manifest = training_run.load_manifest(store, version)
+    test = training_run.trainable(manifest).query("split == 'test'")
+    challenger_cache = training_run._image_cache(tmp_path / "cache", store, 32)  # 128 px
+    seen = []
+    evaluate = training_run.evaluate_model
+
+    def recording(predictor, df, cache, **kw):
+        seen.append((predictor.image_size, cache.size, predictor.device.type))
+        return evaluate(predictor, df, cache, **kw)
+
+    monkeypatch.setattr(training_run, "evaluate_model", recording)
+    training_run.decide_promotion(
+        store,
+        challenger,
+        {"overall": {"roc_auc": 0.5}},
+        test,
+        challenger_cache,
+        prob=np.full(len(test), 0.5),
+        metric="roc_auc",
+        margin=0.0,
+        device="cpu",
+    )
+    assert seen == [(256, 512, "cpu")]
