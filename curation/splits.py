@@ -15,21 +15,54 @@ SPLITS = ("train", "val", "test")
 
 
 def split_group_keys(df: pd.DataFrame) -> pd.Series:
-    """The grouping key per row: patient_id, else lesion_id, else isic_id (prefixed by kind)."""
-    keys = []
+    """The grouping key per row: its patient, else its lesion, else its image (prefixed by kind).
+
+    Rows that share a patient_id or a lesion_id are one group, transitively: a lesion photographed
+    twice with the patient_id recorded on only one of the rows (two sources, or metadata filled in
+    later) stays whole, and so does its patient. A group is named after the smallest patient_id
+    in it, else the smallest lesion_id, else its isic_id, so where every row of a lesion carries
+    the same ids the key is that row's patient_id, else lesion_id, as it always was.
+    """
+    ids: list[tuple[str | None, str | None, str | None]] = []
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
     for row in df.to_dict("records"):
-        for column, prefix in (
-            ("patient_id", "patient"),
-            ("lesion_id", "lesion"),
-            ("isic_id", "image"),
-        ):
-            value = clean_text(row.get(column))
-            if value is not None:
-                keys.append(f"{prefix}:{value}")
-                break
-        else:
+        patient, lesion, image = (
+            clean_text(row.get(c)) for c in ("patient_id", "lesion_id", "isic_id")
+        )
+        if patient is None and lesion is None and image is None:
             raise ValueError(f"row has no patient_id, lesion_id or isic_id: {row}")
+        ids.append((patient, lesion, image))
+        nodes = [f"patient:{patient}"] if patient is not None else []
+        nodes += [f"lesion:{lesion}"] if lesion is not None else []
+        for node in nodes:
+            parent.setdefault(node, node)
+        if len(nodes) == 2:
+            a, b = find(nodes[0]), find(nodes[1])
+            if a != b:
+                parent[b] = a  # which root stays does not matter: names are chosen below
+    names: dict[str, str] = {}
+    for node in parent:  # the smallest patient, else the smallest lesion, names its group
+        root = find(node)
+        if root not in names or _rank(node) < _rank(names[root]):
+            names[root] = node
+    keys = [
+        names[find(f"patient:{p}" if p is not None else f"lesion:{le}")]
+        if p is not None or le is not None
+        else f"image:{image}"
+        for p, le, image in ids
+    ]
     return pd.Series(keys, index=df.index, dtype=object)
+
+
+def _rank(node: str) -> tuple[bool, str]:
+    return (not node.startswith("patient:"), node)
 
 
 def assign_splits(
