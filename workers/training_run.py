@@ -326,6 +326,12 @@ def decide_promotion(
             f"; AUC difference {paired['difference']:+.4f} (95% paired bootstrap "
             f"{low:+.4f} to {high:+.4f}; higher in {paired['share_better']:.0%} of resamples)"
         )
+    now = registry.champion_id(store)
+    if promoted and now != champion:
+        # Promoted or rolled back by hand while this run judged the champion it read: the
+        # challenger was never compared with the model it would replace.
+        promoted = False
+        reason += f"; not promoted: the champion changed to {now} during the comparison"
     if promoted:
         registry.promote(store, model_id, reason=reason)
     return {

@@ -144,3 +144,39 @@ def test_the_champion_is_judged_on_images_decoded_for_its_own_input_size(tmp_pat
         device="cpu",
     )
     assert seen == [(256, 512, "cpu")]
+
+
+def test_no_promotion_over_a_champion_that_changed_during_the_comparison(tmp_path, monkeypatch):
+    import torch
+
+    from tests.workers.helpers import publish_tiny_dataset
+    from workers import training_run
+
+    store = LocalStore(tmp_path / "store")
+    version = publish_tiny_dataset(store, n=8)
+    old = publish_tiny_champion(store, seed=1)
+    manual = publish_tiny_champion(store, seed=2)
+    challenger = publish_tiny_champion(store, seed=3)
+    registry.promote(store, old, reason="back to the old champion")
+    _, manifest = training_run.load_manifest(store, version)
+    test = training_run.trainable(manifest).query("split == 'test'")
+    evaluate = training_run.evaluate_model
+
+    def operator_promotes_meanwhile(*args, **kw):
+        registry.promote(store, manual, reason="by hand", actor="cli")
+        return evaluate(*args, **kw)
+
+    monkeypatch.setattr(training_run, "evaluate_model", operator_promotes_meanwhile)
+    torch.manual_seed(0)
+    decision = training_run.decide_promotion(
+        store,
+        challenger,
+        {"overall": {"roc_auc": 1.0}},
+        test,
+        training_run._image_cache(tmp_path / "cache", store, 64),
+        prob=np.full(len(test), 0.5),
+        metric="roc_auc",
+        margin=0.0,
+    )
+    assert not decision["promoted"] and "champion changed" in decision["reason"]
+    assert registry.champion_id(store) == manual
