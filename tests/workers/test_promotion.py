@@ -176,7 +176,7 @@ def test_no_promotion_over_a_champion_that_changed_during_the_comparison(tmp_pat
         training_run._image_cache(tmp_path / "cache", store, 64),
         prob=np.full(len(test), 0.5),
         metric="roc_auc",
-        margin=0.0,
+        margin=-1.0,  # the challenger wins on merit; only the changed champion stops it
     )
     assert not decision["promoted"] and "champion changed" in decision["reason"]
     assert registry.champion_id(store) == manual
