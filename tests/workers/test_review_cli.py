@@ -147,3 +147,33 @@ def test_interactive_review_in_a_real_terminal(env, tmp_path):
         wait_for("session over")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_terminal_keys_ignore_escape_sequences_and_keep_type_ahead():
+    """An up-arrow (ESC [ A) is not an accept, an F2 (ESC O Q) not a quit, and keys typed
+    while the next image is drawn are kept for it, in order (they used to be flushed, so the
+    next surviving key fell on the wrong image)."""
+    from workers.cli.review import _Keys
+
+    master, slave = os.openpty()
+    try:
+        with _Keys(slave) as keys:
+            os.write(master, b"\x1b[A\x1bOQ\x1b[5~ar")
+            got = [keys.read() for _ in range(5)]
+            assert got == ["", "", "", "a", "r"]
+            os.write(master, b"S")
+            assert keys.read() == "s"
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_interactive_review_prints_its_keys_and_what_is_left_after_quit(env):
+    from workers.cli import app
+    from workers.runtime import store
+
+    _publish_borderline(store())
+    res = CliRunner().invoke(app, ["review", "--reviewer", "cy"], input="a\nq\n")
+    assert res.exit_code == 0, res.output
+    assert "[a]ccept" in res.output and "[q]uit" in res.output
+    assert "1 accepted" in res.output and "3 left" in res.output

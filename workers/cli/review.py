@@ -25,28 +25,96 @@ app = typer.Typer(
     invoke_without_command=True,
 )
 
-KEYS_HELP = "[a]ccept  [r]eject  [u]ndo  [s]kip  [o]pen  [q]uit"
+# Escaped: rich would read "[a]" as markup and print "ccept  eject ...".
+KEYS_HELP = r"\[a]ccept  \[r]eject  \[u]ndo  \[s]kip  \[o]pen  \[q]uit"
 
 
 def _reviewer(value: str | None) -> str:
     return value or os.environ.get("USER") or getpass.getuser()
 
 
-def _read_key() -> str:
-    """One keypress on a terminal; one line otherwise (scripts, tests)."""
-    if not sys.stdin.isatty():
-        line = sys.stdin.readline()
-        return line.strip()[:1] if line else "q"
-    import termios
-    import tty
+class _Keys:
+    """Keypresses, one per ``read()``: a whole terminal session, or one key per line otherwise.
 
-    fd = sys.stdin.fileno()
-    old = termios.tcgetattr(fd)
-    try:
-        tty.setcbreak(fd)
-        return sys.stdin.read(1)
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+    On a terminal, cbreak mode is set once for the whole session, not per key: switching per
+    key flushed (TCSAFLUSH) whatever was typed while the next image was drawn, so a fast
+    reviewer's next key fell on the wrong image. Escape sequences (arrows, function keys) are
+    read whole and ignored: the ``A`` that ends an up-arrow (ESC [ A) used to accept the image.
+    """
+
+    def __init__(self, fd: int | None = None) -> None:
+        if fd is None:  # a test runner's stdin may have no descriptor: not a terminal then
+            self._tty = sys.stdin.isatty()
+            self._fd = sys.stdin.fileno() if self._tty else -1
+        else:
+            self._fd, self._tty = fd, os.isatty(fd)
+        self._pending = b""
+        self._saved: list | None = None
+
+    def __enter__(self) -> _Keys:
+        if self._tty:
+            import termios
+            import tty
+
+            self._saved = termios.tcgetattr(self._fd)
+            tty.setcbreak(self._fd, termios.TCSANOW)  # TCSANOW: keep what was typed ahead
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            import termios
+
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            self._saved = None
+
+    def read(self) -> str:
+        """The next key, lower-cased; "" for an ignored key or sequence; "q" at end of input."""
+        if not self._tty:
+            line = sys.stdin.readline()
+            return line.strip()[:1].lower() if line else "q"
+        if not self._pending:
+            self._pending = os.read(self._fd, 64)
+            if not self._pending:
+                return "q"
+        if self._pending[:1] == b"\x1b":
+            self._skip_escape()
+            return ""
+        key, self._pending = self._pending[:1], self._pending[1:]
+        return key.decode("ascii", errors="replace").lower() if key.isascii() else ""
+
+    def _skip_escape(self) -> None:
+        """Drop one escape sequence (ESC [ ... final, ESC O x, ESC x, or a lone ESC)."""
+        import select
+
+        def more() -> bool:  # the rest of a sequence arrives at once or within a few ms
+            if not select.select([self._fd], [], [], 0.05)[0]:
+                return False
+            data = os.read(self._fd, 64)
+            self._pending += data
+            return bool(data)
+
+        if len(self._pending) < 2 and not more():
+            self._pending = b""
+            return
+        introducer = self._pending[1:2]
+        if introducer == b"O":
+            if len(self._pending) < 3:
+                more()
+            self._pending = self._pending[3:]
+            return
+        if introducer != b"[":
+            self._pending = self._pending[2:]  # ESC + key (Alt-key): ignored as a whole
+            return
+        i = 2
+        while True:
+            while i < len(self._pending):
+                if 0x40 <= self._pending[i] <= 0x7E:  # the final byte of a CSI sequence
+                    self._pending = self._pending[i + 1 :]
+                    return
+                i += 1
+            if not more():
+                self._pending = b""
+                return
 
 
 def _open_in_viewer(data: bytes, name: str) -> None:
@@ -110,29 +178,31 @@ def interactive(
         return
     session = curation.ReviewSession(queue, reviewer=_reviewer(reviewer))
     counts = {"accept": 0, "reject": 0, "undo": 0}
-    while not session.done:
-        item = dict(session.current)
-        data = (
-            st.get(item["key"])
-            if isinstance(item.get("key"), str) and st.exists(item["key"])
-            else None
-        )
-        _show(item, data, session.remaining, session.total)
-        key = _read_key().lower()
-        if key == "o":
-            if data is not None:
-                _open_in_viewer(data, f"{item['isic_id']}.jpg")
-            continue
-        try:
-            decision = session.handle(key)
-        except ValueError:
-            continue  # unknown key: show the same image again
-        if decision is not None:
-            save_decision(st, decision)
-            counts[decision.decision] += 1
+    with _Keys() as keys:
+        while not session.done:
+            item = dict(session.current)
+            data = (
+                st.get(item["key"])
+                if isinstance(item.get("key"), str) and st.exists(item["key"])
+                else None
+            )
+            _show(item, data, session.remaining, session.total)
+            key = keys.read()
+            if key == "o":
+                if data is not None:
+                    _open_in_viewer(data, f"{item['isic_id']}.jpg")
+                continue
+            try:
+                decision = session.handle(key)
+            except ValueError:
+                continue  # unknown key: show the same image again
+            if decision is not None:
+                save_decision(st, decision)
+                counts[decision.decision] += 1
+    left = session.total - session.position  # after q, session.remaining is 0: not what is left
     console.print(
         f"session over: {counts['accept']} accepted, {counts['reject']} rejected, "
-        f"{counts['undo']} undone; {session.remaining} left. Run `birthmark curate run` to apply."
+        f"{counts['undo']} undone; {left} left. Run `birthmark curate run` to apply."
     )
 
 
