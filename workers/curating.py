@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
@@ -181,7 +182,7 @@ def publish_version(
         "filters": {
             "allowed_licences": list(allowed_licences),
             "duplicate_max_distance": max_distance,
-            "phone_thresholds": None if thresholds is None else thresholds.__dict__,
+            "phone_thresholds": None if thresholds is None else _thresholds_json(thresholds),
             "reviews_applied": len(decisions),
         },
         **curation.summarize_manifest(manifest),
@@ -196,6 +197,13 @@ def publish_version(
     if parent != version:
         store.write_pointer(LATEST_KEY, version)  # the pointer goes last
     return {**summary, "created": created}
+
+
+def _thresholds_json(thresholds: curation.PhoneThresholds) -> dict[str, Any]:
+    """The thresholds as plain JSON: the weight tables are read-only mappings, which json
+    cannot encode (a job result) and ``default=str`` would store as a Python repr."""
+    values = {f.name: getattr(thresholds, f.name) for f in dataclasses.fields(thresholds)}
+    return {k: dict(v) if isinstance(v, Mapping) else v for k, v in values.items()}
 
 
 def read_version_summary(store: Store, version: str) -> dict[str, Any]:

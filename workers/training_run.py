@@ -23,7 +23,7 @@ import curation
 import models
 from curation.splits import split_group_keys
 from workers import registry
-from workers.store import Store
+from workers.store import ObjectMissing, Store
 
 __all__ = ["load_manifest", "latest_version", "make_samples", "run_training", "evaluate_model"]
 
@@ -50,7 +50,13 @@ def load_manifest(store: Store, version: str | None = None) -> tuple[str, pd.Dat
     version = version or latest_version(store)
     if not version:
         raise ValueError("no curated version yet; run `birthmark curate run` first")
-    return version, curation.manifest_from_parquet(store.get(f"curated/{version}/manifest.parquet"))
+    try:
+        data = store.get(f"curated/{version}/manifest.parquet")
+    except ObjectMissing:
+        raise ValueError(
+            f"unknown curated version {version!r}; see `birthmark curate versions`"
+        ) from None
+    return version, curation.manifest_from_parquet(data)
 
 
 def _metadata(row: dict[str, Any]) -> dict[str, Any]:

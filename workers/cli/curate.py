@@ -157,8 +157,8 @@ def versions(as_json: bool = typer.Option(False, "--json")) -> None:
             "*" if v["version"] == latest else "",
             v["version"],
             v.get("parent"),
-            v.get("total"),
-            v.get("verdicts"),
+            v.get("rows"),
+            v.get("by_verdict"),
             v.get("review_backlog"),
         ]
         for v in found
