@@ -107,10 +107,16 @@ def gather_images(store: Store, pull_ids: list[str] | None) -> pd.DataFrame:
         raise ValueError(
             "no complete pulls in the store; run `birthmark curate pull` or `curate import`"
         )
-    frames = [read_pull_images(store, p) for p in chosen]
+    frames = [read_pull_images(store, p) for p in chosen]  # oldest pull first
     df = pd.concat(frames, ignore_index=True)
-    # The same ISIC image in two pulls is one image: keep its first appearance.
-    return df.drop_duplicates(subset="isic_id", keep="first").reset_index(drop=True)
+    # The same ISIC image in two pulls is one image: its newest row wins (a re-import with
+    # licences, metadata corrected upstream), and where that pull has no stored copy (its
+    # download failed) the newest copy an earlier pull stored is used. Keeping the first row
+    # ignored every later fix, and an image whose first download failed stayed missing.
+    stored = df.dropna(subset=["key"]).groupby("isic_id", sort=False)["key"].last()
+    newest = df.drop_duplicates(subset="isic_id", keep="last")
+    newest = newest.assign(key=newest["key"].fillna(newest["isic_id"].map(stored)))
+    return newest.sort_index().reset_index(drop=True)
 
 
 def publish_version(

@@ -55,8 +55,18 @@ def list_pulls(store: Store) -> list[dict[str, Any]]:
 
 
 def read_pull_images(store: Store, pull_id: str) -> pd.DataFrame:
+    """A pull's images.csv as written: every cell text (empty = missing).
+
+    Inferred types rewrote provenance: patient_id ``007`` came back as ``7.0`` (a float column
+    once one row was empty, an int otherwise, so a patient's split key changed with the pulls
+    chosen) and a diagnosis ``NA`` as missing. Numbers are parsed where they are meant to be
+    (``curation``'s canonical columns).
+    """
     return pd.read_csv(
-        io.BytesIO(store.get(f"{RAW_PREFIX}{pull_id}/images.csv")), dtype={"isic_id": str}
+        io.BytesIO(store.get(f"{RAW_PREFIX}{pull_id}/images.csv")),
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
     )
 
 
