@@ -12,10 +12,14 @@ __all__ = ["flag_licences"]
 
 
 def flag_licences(df: pd.DataFrame, *, allowed: Sequence[str] = ("CC-0", "CC-BY")) -> pd.DataFrame:
-    """Copy of `df` with `licence_ok` (bool) and `licence_note` (reason, None when ok)."""
+    """Copy of `df` with `licence_ok` (bool) and `licence_note` (reason, None when ok).
+
+    Names match case-insensitively (``cc-by`` given to ``curate import --licence`` is CC-BY);
+    nothing else is normalised, so ``CC-BY`` never admits ``CC-BY-NC``.
+    """
     if isinstance(allowed, str):
         raise TypeError(f"allowed must be a sequence of licence names, got the string {allowed!r}")
-    allowed_set = {a.strip() for a in allowed}
+    allowed_set = {a.strip().casefold() for a in allowed}
     listed = ", ".join(allowed) or "(none)"
     column = df["copyright_license"] if "copyright_license" in df.columns else [None] * len(df)
     ok: list[bool] = []
@@ -25,7 +29,7 @@ def flag_licences(df: pd.DataFrame, *, allowed: Sequence[str] = ("CC-0", "CC-BY"
         if licence is None:
             ok.append(False)
             notes.append(f"missing licence (allowed: {listed})")
-        elif licence in allowed_set:
+        elif licence.casefold() in allowed_set:
             ok.append(True)
             notes.append(None)
         else:

@@ -22,3 +22,9 @@ def test_flag_licences_custom_allowed_and_missing_column():
     assert not flag_licences(pd.DataFrame({"isic_id": ["a"]}))["licence_ok"].any()
     with pytest.raises(TypeError):
         flag_licences(out, allowed="CC-BY")
+
+
+def test_licence_names_match_whatever_their_case_and_nothing_else():
+    df = pd.DataFrame({"copyright_license": ["cc-by", "Cc-0", " CC-BY ", "cc-by-nc", "CC BY"]})
+    out = flag_licences(df, allowed=["CC-0", "cc-BY"])
+    assert list(out["licence_ok"]) == [True, True, True, False, False]
