@@ -58,7 +58,10 @@ _SIGNATURES = (
     b"BM",
 )
 # Errors Pillow and its plugins raise on damaged data; anything else is a bug and should surface.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError)
+# RuntimeError: Pillow's AVIF plugin (libavif) raises it for damaged files, at open and at load.
+_DECODE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, IndexError, KeyError
+)  # fmt: skip
 
 
 class ImageError(ValueError):

@@ -195,3 +195,18 @@ def test_unsupported_format():
 def test_type_error_for_non_bytes():
     with pytest.raises(TypeError, match="bytes"):
         decode_image(io.BytesIO(b"x"))  # type: ignore[arg-type]
+
+
+def test_damaged_avif_is_an_image_error_not_a_runtime_error():
+    """Pillow's AVIF plugin raises RuntimeError on damaged data (at open and at load); before, it
+    escaped decode_image and failed the whole scoring job instead of one `unreadable` row."""
+    data = encode(_rgb((64, 48)), "AVIF")
+    kinds = set()
+    for start in range(0, len(data), 8):
+        damaged = bytearray(data)
+        damaged[start : start + 8] = b"\xff" * 8
+        try:
+            decode_image(bytes(damaged))
+        except ImageError as err:
+            kinds.add(err.kind)
+    assert "unreadable" in kinds
