@@ -14,6 +14,7 @@ import redis
 __all__ = [
     "new_job_id",
     "create_job",
+    "find_job",
     "claim_enqueue",
     "get_job",
     "update_job",
@@ -115,6 +116,19 @@ def create_job(
         keys=[idem, _PREFIX + job_id, _INDEX], args=[job_id, repr(now), *pairs]
     )
     return found, bool(created)
+
+
+def find_job(
+    r: redis.Redis, *, job_id: str | None = None, idempotency_key: str | None = None
+) -> str | None:
+    """The job :func:`create_job` would give back for these arguments, if it exists already."""
+    if idempotency_key:
+        found = r.get(f"birthmark:idem:{idempotency_key}")
+        if found:
+            return found
+    if job_id and r.exists(_PREFIX + job_id):
+        return job_id
+    return None
 
 
 def claim_enqueue(r: redis.Redis, job_id: str) -> bool:

@@ -12,7 +12,11 @@ from typing import Any
 from workers import jobs, sweeper
 from workers.runtime import redis_client, store
 
-__all__ = ["submit_scoring", "submit_task_job", "request_key"]
+__all__ = ["CLI_UPLOADS", "submit_scoring", "submit_task_job", "request_key"]
+
+# Where `birthmark score` uploads local files (``<CLI_UPLOADS><job_id>/...``): each already belongs
+# to the job it was uploaded for, so the upload watcher leaves this prefix alone.
+CLI_UPLOADS = "uploads/cli/"
 
 
 def request_key(job_id: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,10 @@ from rich.progress import Progress
 
 from workers import results
 from workers.cli._common import console, err_console, print_json, table, wait_for_job
-from workers.jobs import new_job_id
-from workers.runtime import store
-from workers.store import S3Store, Store
-from workers.submit import submit_scoring
+from workers.jobs import find_job, new_job_id
+from workers.runtime import redis_client, store
+from workers.store import InvalidKey, S3Store, Store
+from workers.submit import CLI_UPLOADS, request_key, submit_scoring
 
 ROW_FIELDS = [
     "key",
@@ -50,6 +52,44 @@ def _lookup(meta: dict[str, dict], key: str) -> dict | None:
     return meta.get(name) or meta.get(Path(name).stem)
 
 
+def folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(files, broken links) under ``folder``, sorted; hidden files and folders are left out.
+
+    Linked folders are followed (each real folder once, so a link loop ends): a folder of
+    photos linked in from elsewhere is part of the folder as the user sees it.
+    """
+    files: list[Path] = []
+    broken: list[Path] = []
+    seen: set[str] = set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            p = Path(top, name)
+            if p.is_file():
+                files.append(p)
+            elif not p.exists():
+                broken.append(p)
+    return sorted(files), sorted(broken)
+
+
+def _store_source(st: Store, src: str) -> str | None:
+    """``"key"``, ``"prefix"`` or None: what ``src`` names in the store (None for a string that
+    cannot be a key at all, such as a mistyped absolute local path)."""
+    try:
+        if st.exists(src):
+            return "key"
+        return "prefix" if any(True for _ in st.list(src)) else None
+    except InvalidKey:
+        return None
+
+
 def resolve_sources(
     st: Store, sources: list[str], job_id: str, metadata: dict[str, dict]
 ) -> tuple[list[dict], list[dict]]:
@@ -73,34 +113,56 @@ def resolve_sources(
             else:
                 items.append({"key": rel, "source": src})
         elif path.is_dir():
-            local += [
-                (p, str(p))
-                for p in sorted(path.rglob("*"))
-                if p.is_file() and not p.name.startswith(".")
-            ]
+            found, broken = folder_files(path)
+            local += [(p, str(p)) for p in found]
+            if broken:
+                err_console.print(
+                    f"[yellow]warning:[/] skipped {len(broken)} broken link(s) in {src}: "
+                    + ", ".join(str(p) for p in broken[:5])
+                    + (" ..." if len(broken) > 5 else "")
+                )
         elif path.is_file():
             local.append((path, str(path)))
-        elif st.exists(src):
+        elif (kind := _store_source(st, src)) == "key":
             items.append({"key": src, "source": src})
-        elif any(True for _ in st.list(src)):
+        elif kind == "prefix":
             prefixes.append({"prefix": src, "display": src})
         else:
             raise typer.BadParameter(
                 f"{src!r} is not a file, folder, s3:// URI or store key/prefix"
             )
+    # Metadata rows name the file as the user has it: local files are looked up by their own
+    # name, not by the numbered key they are uploaded under.
+    names = [item["key"] for item in items]
     if local:
+        uploaded: dict[Path, str] = {}  # the same file given twice is one key: a duplicate_input
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("uploading", total=len(local))
             for i, (path, shown) in enumerate(local):
-                key = f"uploads/cli/{job_id}/{i:05d}-{path.name}"
-                st.put(key, path.read_bytes())
+                real = path.resolve()
+                key = uploaded.get(real)
+                if key is None:
+                    key = uploaded[real] = f"{CLI_UPLOADS}{job_id}/{i:05d}-{path.name}"
+                    st.put(key, path.read_bytes())
                 items.append({"key": key, "source": shown})
+                names.append(path.name)
                 progress.advance(task)
-    for item in items:
-        m = _lookup(metadata, item["key"]) if metadata else None
+    for item, name in zip(items, names, strict=True):
+        m = _lookup(metadata, name) if metadata else None
         if m:
             item["metadata"] = m
     return items, prefixes
+
+
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_out(path: Path) -> None:
+    """Refuse an ``--out`` file name :func:`write_rows` cannot write (a usage error)."""
+    if path.suffix.lower() not in (".csv", ".jsonl", ".json"):
+        raise typer.BadParameter(f"--out {path}: use a .jsonl or .csv file name")
+    if not path.parent.is_dir():
+        raise typer.BadParameter(f"--out {path}: folder {path.parent} does not exist")
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -163,10 +225,23 @@ def score(
             time.sleep(interval)
     if not sources:
         raise typer.BadParameter("give at least one SOURCE (or --watch PREFIX)")
+    if job_id is not None and not _JOB_ID.fullmatch(job_id):
+        raise typer.BadParameter(
+            f"--job-id {job_id!r}: use letters, digits, '.', '_' and '-' (at most 128)"
+        )
+    if out is not None:
+        check_out(out)  # a usage error, before anything is uploaded or queued
     st = store()
     meta = read_metadata_csv(metadata) if metadata else {}
-    job_id = job_id or new_job_id("score")
-    items, prefixes = resolve_sources(st, list(sources), job_id, meta)
+    existing = find_job(redis_client(), job_id=job_id, idempotency_key=idempotency_key)
+    if existing is not None and st.exists(request_key(existing)):
+        # Already submitted: upload nothing (a local file would land in, or overwrite an input
+        # of, that job's uploads/cli/<job_id>/ and never be scored). submit_scoring still
+        # queues a job whose submitter died before queueing it.
+        job_id, items, prefixes = existing, [], []
+    else:
+        job_id = existing or job_id or new_job_id("score")
+        items, prefixes = resolve_sources(st, list(sources), job_id, meta)
     job_id, created = submit_scoring(
         items=items, prefixes=prefixes, job_id=job_id, idempotency_key=idempotency_key
     )

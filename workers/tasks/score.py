@@ -26,7 +26,7 @@ from workers.runs import counted_run
 from workers.runtime import redis_client, store
 from workers.scoring import DecoderHung, Item, ScoringModel, load_scoring_model, score_batch
 from workers.settings import get_settings
-from workers.submit import request_key, submit_scoring
+from workers.submit import CLI_UPLOADS, request_key, submit_scoring
 from workers.tasks._base import TRANSIENT, JobTask
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,13 @@ def _watch_once(st, r, prefix: str) -> str | None:
         r.srem(pending, job_id)
     cursor_key = _cursor_key(prefix)
     cursor = json.loads(st.get(cursor_key)) if st.exists(cursor_key) else {"last_modified": 0.0}
-    fresh = [o for o in st.list(prefix) if o.last_modified >= cursor["last_modified"] - _GRACE_S]
+    fresh = [
+        o
+        for o in st.list(prefix)
+        if o.last_modified >= cursor["last_modified"] - _GRACE_S
+        # A CLI upload is scored by the job it was uploaded for; the watcher would score it twice.
+        and not o.key.startswith(CLI_UPLOADS)
+    ]
     if not fresh:
         return None
     unseen = [

@@ -1,0 +1,139 @@
+"""`birthmark score` / `birthmark jobs` on a real redis-server and a local store, no worker:
+what is uploaded and queued, what is refused as bad usage, and the watcher's share."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.workers.helpers import good_jpeg
+
+
+def _cli(*args: str):
+    from workers.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def _request(job_id: str) -> dict:
+    from workers.runtime import store
+    from workers.submit import request_key
+
+    return json.loads(store().get(request_key(job_id)))
+
+
+def _uploads(job_id: str) -> list[str]:
+    from workers.runtime import store
+
+    return [o.key for o in store().list(f"uploads/cli/{job_id}/")]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(good_jpeg(1))
+    (folder / "sub" / "b.jpg").write_bytes(good_jpeg(2))
+    return folder
+
+
+def test_metadata_csv_reaches_local_files_by_their_own_names(env, photos, tmp_path):
+    csv = tmp_path / "meta.csv"
+    csv.write_text("file,age,sex,site\na.jpg,70,male,back\nsub/b.jpg,35,female,face\n")
+    result = _cli("score", str(photos), "--metadata", str(csv), "--job-id", "meta-1")
+    assert result.exit_code == 0, result.output
+    items = {os.path.basename(i["source"]): i for i in _request("meta-1")["items"]}
+    assert items["a.jpg"]["metadata"]["age"] == "70"
+    assert items["b.jpg"]["metadata"]["site"] == "face"
+
+
+def test_the_same_local_file_twice_is_one_upload_and_a_duplicate_key(env, photos):
+    a = str(photos / "a.jpg")
+    result = _cli("score", a, str(photos), a, "--job-id", "dup-1")
+    assert result.exit_code == 0, result.output
+    items = _request("dup-1")["items"]
+    assert len(items) == 4  # a, a (folder), sub/b, a: one row each
+    assert len(_uploads("dup-1")) == 2
+    assert len({i["key"] for i in items if i["source"].endswith("a.jpg")}) == 1  # plan marks it
+
+
+def test_resubmitting_a_job_id_uploads_nothing_and_leaves_its_inputs_alone(env, photos, tmp_path):
+    from workers.runtime import store
+
+    assert _cli("score", str(photos), "--job-id", "same-1").exit_code == 0
+    before = {k: store().get(k) for k in _uploads("same-1")}
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.jpg").write_bytes(b"not the same photo")  # same name as an input of same-1
+    (other / "new.jpg").write_bytes(good_jpeg(3))
+    result = _cli("score", str(other), "--job-id", "same-1")
+    assert result.exit_code == 0 and "already submitted" in result.output
+    assert {k: store().get(k) for k in _uploads("same-1")} == before
+    assert len(_request("same-1")["items"]) == 2
+
+
+def test_the_same_idempotency_key_twice_uploads_once(env, photos):
+    first = _cli("score", str(photos), "--idempotency-key", "k-1", "--json")
+    second = _cli("score", str(photos), "--idempotency-key", "k-1", "--json")
+    assert first.exit_code == second.exit_code == 0
+    job_id = json.loads(first.stdout)["job_id"]
+    assert json.loads(second.stdout) == {"job_id": job_id, "created": False}
+    from workers.runtime import store
+
+    assert {o.key.split("/")[2] for o in store().list("uploads/cli/")} == {job_id}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--out", "rows.txt"],
+        ["--out", "no/such/folder/rows.csv"],
+        ["--job-id", "../evil"],
+        ["--job-id", "a/b"],
+    ],
+)
+def test_bad_usage_exits_2_before_anything_is_uploaded_or_queued(env, photos, args):
+    from workers import jobs
+    from workers.runtime import redis_client, store
+
+    before = jobs.list_jobs(redis_client(), limit=10_000)
+    result = _cli("score", str(photos), *args)
+    assert result.exit_code == 2, result.output
+    assert jobs.list_jobs(redis_client(), limit=10_000) == before
+    assert list(store().list("uploads/")) == []
+
+
+@pytest.mark.parametrize("typo", ["/no/such/photo.jpg", "../no/such/photo.jpg"])
+def test_a_mistyped_local_path_is_bad_usage_not_a_key_error(env, typo):
+    result = _cli("score", typo)
+    assert result.exit_code == 2
+    assert "is not a file, folder" in result.output
+
+
+def test_linked_folders_are_followed_and_broken_links_named(env, photos, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "c.jpg").write_bytes(good_jpeg(4))
+    (photos / "linked").symlink_to(elsewhere)
+    (photos / "loop").symlink_to(photos)
+    (photos / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    result = _cli("score", str(photos), "--job-id", "links-1")
+    assert result.exit_code == 0, result.output
+    assert "gone.jpg" in result.output
+    names = sorted(os.path.basename(i["source"]) for i in _request("links-1")["items"])
+    assert names == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+def test_the_watcher_leaves_cli_uploads_to_their_own_job(env, photos):
+    from workers.runtime import store
+    from workers.tasks.score import watch_prefix
+
+    assert _cli("score", str(photos), "--job-id", "cli-1").exit_code == 0
+    store().put("uploads/app/x.jpg", good_jpeg(5))
+    job_id = watch_prefix("uploads/")
+    assert [i["key"] for i in _request(job_id)["items"]] == ["uploads/app/x.jpg"]
+    assert watch_prefix("uploads/") is None
+
