@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -137,3 +138,35 @@ def test_the_watcher_leaves_cli_uploads_to_their_own_job(env, photos):
     assert [i["key"] for i in _request(job_id)["items"]] == ["uploads/app/x.jpg"]
     assert watch_prefix("uploads/") is None
 
+
+def test_jobs_status_json_exits_1_for_a_failed_job_like_the_table(env):
+    from workers import jobs
+    from workers.runtime import redis_client
+
+    r = redis_client()
+    jobs.create_job(r, kind="score", params={}, job_id="failed-1")
+    jobs.update_job(r, "failed-1", status="failed", message="boom")
+    assert _cli("jobs", "status", "failed-1").exit_code == 1
+    result = _cli("jobs", "status", "failed-1", "--json")
+    assert result.exit_code == 1 and json.loads(result.stdout)["status"] == "failed"
+
+
+def test_a_replanned_job_keeps_its_start_and_resume_leaves_a_done_job_alone(env):
+    from workers import jobs, results
+    from workers.runtime import redis_client, store
+    from workers.submit import submit_scoring
+    from workers.tasks.score import plan
+
+    r = redis_client()
+    job_id, _ = submit_scoring(items=[], job_id="timing-1")
+    started = time.time() - 100.0
+    jobs.update_job(r, job_id, started_at=started)
+    plan(job_id)  # redelivered: the job has been running for 100 s
+    assert float(jobs.get_job(r, job_id)["started_at"]) == started
+    summary = results.read_summary(store(), job_id)
+    assert summary["seconds"] >= 100.0
+
+    result = _cli("jobs", "resume", job_id)
+    assert result.exit_code == 0 and "nothing to resume" in result.output
+    assert results.read_summary(store(), job_id) == summary
+    assert jobs.get_job(r, job_id)["status"] == "done"

@@ -66,6 +66,8 @@ def status(
     job = wait_for_job(job_id, quiet=as_json) if wait else _get(job_id)
     if as_json:
         print_json(job)
+        if job["status"] == "failed":  # the same exit code as the table
+            raise typer.Exit(1)
         return
     rows = [[k, job[k]] for k in ("id", "kind", "status", "total", "done", "errors") if k in job]
     for k in ("progress", "message", "result"):
@@ -114,6 +116,9 @@ def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
         )
     st = store()
     r = redis_client()
+    if job["status"] == "done" and results.read_summary(st, job_id) is not None:
+        console.print(f"{job_id} is done: nothing to resume")
+        return
     written = 0
     # Parts already in the store count as complete even if Redis lost the record of them; counting
     # their rows (once per batch) keeps the job's done/errors totals right.

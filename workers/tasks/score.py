@@ -103,8 +103,11 @@ def plan(job_id: str) -> int:
         batches = [planned[i : i + size] for i in range(0, len(planned), size)]
         st.put(plan_key, json.dumps(batches, ensure_ascii=False).encode())
     total = sum(len(b) for b in batches)
+    # A redelivered or resumed plan keeps the first start: the summary's seconds and images per
+    # second are the job's, not the last plan run's.
+    started = (jobs.get_job(r, job_id) or {}).get("started_at") or time.time()
     jobs.update_job(
-        r, job_id, status="running", total=total, batches=len(batches), started_at=time.time()
+        r, job_id, status="running", total=total, batches=len(batches), started_at=started
     )
     if not batches:
         finalize_job(job_id)
