@@ -359,6 +359,10 @@ class S3Store(_Pointers):
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for obj in page.get("Contents", []):
+                    if obj["Key"].endswith("/"):
+                        # A "folder" the S3 console or a sync tool made: not an object a
+                        # LocalStore could hold, and to a scoring job an `empty` error row.
+                        continue
                     yield ObjectInfo(
                         obj["Key"][len(self.prefix) :],
                         obj["Size"],

@@ -163,3 +163,11 @@ def test_error_answers_keep_their_s3_meaning(misbehaving):
     assert len(_Misbehaving.seen) == 1  # not retried
     assert misbehaving.get("whole") == b"w" * 5000  # the error bodies were read off the wire
     assert _Misbehaving.connections == 1
+
+
+def test_listing_leaves_out_folder_markers(bucket):
+    """The S3 console's "Create folder" writes a zero-byte ``uploads/clinic-7/``; listed, it became
+    an input of every job over that prefix (and of the watcher) and an `empty` error row."""
+    bucket.client.put_object(Bucket=bucket.bucket, Key=bucket.prefix + "uploads/c7/", Body=b"")
+    bucket.put("uploads/c7/a.jpg", b"photo")
+    assert [o.key for o in bucket.list("uploads/")] == ["uploads/c7/a.jpg"]
