@@ -170,3 +170,23 @@ def test_a_replanned_job_keeps_its_start_and_resume_leaves_a_done_job_alone(env)
     assert result.exit_code == 0 and "nothing to resume" in result.output
     assert results.read_summary(store(), job_id) == summary
     assert jobs.get_job(r, job_id)["status"] == "done"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_out_rows_keep_the_store_key_and_the_metadata_warnings(tmp_path, suffix):
+    import csv
+
+    from workers.cli.score import write_rows
+
+    row = {"key": "a.jpg", "object_key": "uploads/cli/j/00000-a.jpg", "status": "ok"}
+    rows = [{**row, "warnings": ["age 'abc' ...", "sex 'x' ..."]}, row]
+    out = tmp_path / f"rows{suffix}"
+    write_rows(out, rows)
+    if suffix == ".csv":
+        with open(out, newline="") as fh:
+            got = list(csv.DictReader(fh))
+        assert got[0]["warnings"] == "age 'abc' ...; sex 'x' ..." and got[1]["warnings"] == ""
+    else:
+        got = [json.loads(line) for line in out.read_text().splitlines()]
+        assert got[0]["warnings"] == ["age 'abc' ...", "sex 'x' ..."] and got[1]["warnings"] is None
+    assert [r["object_key"] for r in got] == [row["object_key"]] * 2

@@ -165,17 +165,22 @@ def check_out(path: Path) -> None:
         raise typer.BadParameter(f"--out {path}: folder {path.parent} does not exist")
 
 
+# Written by --out: the table's columns, then the store key and why metadata was set aside.
+OUT_FIELDS = [*ROW_FIELDS, "object_key", "warnings"]
+
+
 def write_rows(path: Path, rows: list[dict]) -> None:
     """``.jsonl`` or ``.csv`` by extension; one row per input."""
     if path.suffix.lower() == ".csv":
         with open(path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=ROW_FIELDS, extrasaction="ignore")
+            w = csv.DictWriter(fh, fieldnames=OUT_FIELDS, extrasaction="ignore")
             w.writeheader()
-            w.writerows(rows)
+            for row in rows:
+                w.writerow({**row, "warnings": "; ".join(row.get("warnings") or [])})
     elif path.suffix.lower() in (".jsonl", ".json"):
         with open(path, "w", encoding="utf-8") as fh:
             for row in rows:
-                fh.write(json.dumps({k: row.get(k) for k in ROW_FIELDS}, ensure_ascii=False) + "\n")
+                fh.write(json.dumps({k: row.get(k) for k in OUT_FIELDS}, ensure_ascii=False) + "\n")
     else:
         raise typer.BadParameter(f"--out {path}: use a .jsonl or .csv file name")
 
