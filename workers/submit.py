@@ -6,13 +6,14 @@ Used by the CLI, the upload watcher and tests alike; idempotent by job id or ide
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import posixpath
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from workers import jobs, sweeper
 from workers.runtime import redis_client, store
 
-__all__ = ["CLI_UPLOADS", "submit_scoring", "submit_task_job", "request_key"]
+__all__ = ["CLI_UPLOADS", "lookup_metadata", "submit_scoring", "submit_task_job", "request_key"]
 
 # Where `birthmark score` uploads local files (``<CLI_UPLOADS><job_id>/...``): each already belongs
 # to the job it was uploaded for, so the upload watcher leaves this prefix alone.
@@ -23,6 +24,12 @@ def request_key(job_id: str) -> str:
     return f"results/{job_id}/request.json"
 
 
+def lookup_metadata(metadata: Mapping[str, Mapping], name: str) -> Mapping | None:
+    """The metadata row for file ``name`` (a path or key): by file name, else by its stem."""
+    base = posixpath.basename(name)
+    return metadata.get(base) or metadata.get(posixpath.splitext(base)[0])
+
+
 def submit_scoring(
     *,
     items: Sequence[dict[str, Any]] = (),
@@ -30,9 +37,13 @@ def submit_scoring(
     job_id: str | None = None,
     idempotency_key: str | None = None,
     kind: str = "score",
+    metadata: Mapping[str, Mapping] | None = None,
 ) -> tuple[str, bool]:
     """Queue a scoring job over ``items`` ({key, source, metadata}) and/or store ``prefixes``
-    ({prefix, display}). Returns ``(job_id, created)``; an existing job is not queued again."""
+    ({prefix, display}). Returns ``(job_id, created)``; an existing job is not queued again.
+
+    ``metadata`` (rows by file name, :func:`lookup_metadata`) is for the objects the plan lists
+    under ``prefixes``; ``items`` carry their own."""
     from workers.tasks.score import queue_plan
 
     r = redis_client()
@@ -41,7 +52,9 @@ def submit_scoring(
         r, kind=kind, params=params, job_id=job_id, idempotency_key=idempotency_key
     )
     if created or not store().exists(request_key(job_id)):
-        body = {"items": list(items), "prefixes": list(prefixes)}
+        body: dict[str, Any] = {"items": list(items), "prefixes": list(prefixes)}
+        if metadata and prefixes:
+            body["metadata"] = dict(metadata)
         store().put(request_key(job_id), json.dumps(body, ensure_ascii=False).encode())
     if jobs.claim_enqueue(r, job_id):  # also repairs a job whose submitter died before queueing
         queue_plan(job_id)

@@ -190,3 +190,21 @@ def test_out_rows_keep_the_store_key_and_the_metadata_warnings(tmp_path, suffix)
         got = [json.loads(line) for line in out.read_text().splitlines()]
         assert got[0]["warnings"] == ["age 'abc' ...", "sex 'x' ..."] and got[1]["warnings"] is None
     assert [r["object_key"] for r in got] == [row["object_key"]] * 2
+
+
+def test_metadata_csv_reaches_the_objects_listed_under_a_store_prefix(env, tmp_path):
+    from workers import sweeper
+    from workers.runtime import store
+    from workers.tasks.score import plan
+
+    store().put("uploads/clinic-7/a.jpg", good_jpeg(1))
+    store().put("uploads/clinic-7/b.jpg", good_jpeg(2))
+    csv = tmp_path / "meta.csv"
+    csv.write_text("file,age,sex,site\nphotos/a.jpg,70,male,back\n")
+    result = _cli("score", "uploads/clinic-7/", "--metadata", str(csv), "--job-id", "pm-1")
+    assert result.exit_code == 0, result.output
+    plan("pm-1")  # as the worker would (one batch: scored inline, here without a model)
+    (batch,) = json.loads(store().get(sweeper.plan_key("pm-1")))
+    got = {i["key"]: i.get("metadata") for i in batch}
+    assert got["uploads/clinic-7/a.jpg"]["age"] == "70"
+    assert got["uploads/clinic-7/b.jpg"] is None

@@ -18,7 +18,7 @@ from workers.cli._common import console, err_console, print_json, table, wait_fo
 from workers.jobs import find_job, new_job_id
 from workers.runtime import redis_client, store
 from workers.store import InvalidKey, S3Store, Store
-from workers.submit import CLI_UPLOADS, request_key, submit_scoring
+from workers.submit import CLI_UPLOADS, lookup_metadata, request_key, submit_scoring
 
 ROW_FIELDS = [
     "key",
@@ -45,11 +45,6 @@ def read_metadata_csv(path: Path) -> dict[str, dict[str, Any]]:
                 f"(found {reader.fieldnames})"
             )
         return {Path(row[id_col]).name: row for row in reader}
-
-
-def _lookup(meta: dict[str, dict], key: str) -> dict | None:
-    name = Path(key).name
-    return meta.get(name) or meta.get(Path(name).stem)
 
 
 def folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -148,7 +143,7 @@ def resolve_sources(
                 names.append(path.name)
                 progress.advance(task)
     for item, name in zip(items, names, strict=True):
-        m = _lookup(metadata, name) if metadata else None
+        m = lookup_metadata(metadata, name) if metadata else None
         if m:
             item["metadata"] = m
     return items, prefixes
@@ -248,7 +243,11 @@ def score(
         job_id = existing or job_id or new_job_id("score")
         items, prefixes = resolve_sources(st, list(sources), job_id, meta)
     job_id, created = submit_scoring(
-        items=items, prefixes=prefixes, job_id=job_id, idempotency_key=idempotency_key
+        items=items,
+        prefixes=prefixes,
+        job_id=job_id,
+        idempotency_key=idempotency_key,
+        metadata=meta,
     )
     if not (wait or out):
         if as_json:

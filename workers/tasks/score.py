@@ -26,7 +26,7 @@ from workers.runs import counted_run
 from workers.runtime import redis_client, store
 from workers.scoring import DecoderHung, Item, ScoringModel, load_scoring_model, score_batch
 from workers.settings import get_settings
-from workers.submit import CLI_UPLOADS, request_key, submit_scoring
+from workers.submit import CLI_UPLOADS, lookup_metadata, request_key, submit_scoring
 from workers.tasks._base import TRANSIENT, JobTask
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,12 @@ def plan(job_id: str) -> int:
     else:
         request = json.loads(st.get(request_key(job_id)))
         items = [Item.from_dict(d) for d in request["items"]]
+        metadata = request.get("metadata") or {}
         for p in request["prefixes"]:
             for obj in st.list(p["prefix"]):
                 display = p.get("display") or p["prefix"]
-                items.append(Item(obj.key, display + obj.key[len(p["prefix"]) :]))
+                meta = lookup_metadata(metadata, obj.key) if metadata else None
+                items.append(Item(obj.key, display + obj.key[len(p["prefix"]) :], meta))
         seen: dict[str, str] = {}
         planned = []
         for it in items:
