@@ -10,6 +10,7 @@ at least ``target``. Every failure is an ``ImageError`` whose ``kind`` a report 
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from typing import NamedTuple
@@ -76,7 +77,9 @@ class ImageError(ValueError):
 
 class DecodedImage(NamedTuple):
     image: Image.Image  # RGB, upright, short side >= target (unless the original is smaller)
-    original_size: tuple[int, int]  # (width, height) as stored in the file, before any scaling
+    # (width, height) upright, as the photo is seen (EXIF orientation applied, as HEIF decoders
+    # do), before any scaling
+    original_size: tuple[int, int]
     format: str  # Pillow's format name, e.g. "JPEG", "HEIF", "PNG"
 
 
@@ -87,6 +90,13 @@ def _looks_like_image(data: bytes) -> bool:
     return (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or data[4:8] == b"ftyp"
 
 
+def _bomb(err: Image.DecompressionBombError, max_pixels: int) -> ImageError:
+    """Pillow refuses headers past twice its own global limit before ours is checked: name ours."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    claimed = f"{int(found.group(1)):,} pixels" if found else "its size"
+    return ImageError("decompression_bomb", f"{claimed} exceeds the limit of {max_pixels:,}")
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
@@ -94,7 +104,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
-        raise ImageError("decompression_bomb", str(err)) from None
+        raise _bomb(err, max_pixels) from None
     except UnidentifiedImageError:
         if _looks_like_image(data):
             raise ImageError("unreadable", "image header is damaged or truncated") from None
@@ -205,7 +215,10 @@ def decode_image(
         image.draft("RGB", (target, target))
     try:
         image.load()
+        stored = image.size
         image = _exif_transpose(image)
+        if image.size != stored:  # turned a quarter: report the size as the photo is seen
+            original_size = original_size[::-1]
         image = to_rgb(image)
     except Image.DecompressionBombError as err:
         raise ImageError("decompression_bomb", str(err)) from None

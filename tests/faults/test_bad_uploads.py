@@ -152,7 +152,7 @@ def test_every_bad_upload_ends_as_one_specific_row(scoring_service):
         assert "exceeds the limit" in got["oversize.jpg"]["message"]  # refused on Content-Length
         assert len(got["with-metadata.jpg"]["warnings"]) == 3  # bad age, sex, site: still scored
         assert all("warnings" not in r for k, r in got.items() if k != "with-metadata.jpg")
-        assert (got["rotated.jpg"]["width"], got["rotated.jpg"]["height"]) == (320, 240)
+        assert (got["rotated.jpg"]["width"], got["rotated.jpg"]["height"]) == (240, 320)  # upright
         summary = results.read_summary(st, job_id)
         n_err = sum(1 for s, _ in expected.values() if s != "ok")
         assert (summary["total"], summary["errors"]) == (len(expected), n_err)

@@ -67,13 +67,15 @@ def test_palette_gif_with_transparency():
     assert decoded.image.getpixel((0, 0)) == (255, 255, 255)
 
 
-def test_exif_rotated_jpeg_swaps_width_and_height():
+def test_exif_rotated_jpeg_is_upright_and_reports_its_upright_size():
     image = _rgb((80, 40))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 CW on display
     decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()))
-    assert decoded.original_size == (80, 40)
+    assert decoded.original_size == (40, 80)  # as seen, like a HEIC's (its decoder turns it)
     assert decoded.image.size == (40, 80)
+    exif[0x0112] = 3  # a half turn keeps the sides
+    assert decode_image(encode(image, "JPEG", exif=exif.tobytes())).original_size == (80, 40)
 
 
 def _smooth_photo(width: int, height: int) -> Image.Image:
@@ -184,6 +186,9 @@ def _patch_png_size(png: bytes, width: int, height: int) -> bytes:
 def test_decompression_bomb_refused_from_header():
     bomb = _patch_png_size(encode(Image.new("RGB", (2, 2)), "PNG"), 20000, 20000)
     assert _kind(bomb) == "decompression_bomb"
+    # Past Pillow's own refusal too, the message names the limit that applies: ours.
+    with pytest.raises(ImageError, match="400,000,000 pixels exceeds the limit of 120,000,000"):
+        decode_image(bomb, max_pixels=120_000_000)
     # Under Pillow's own limit but over ours: our max_pixels applies.
     assert _kind(_patch_png_size(bomb, 9000, 9000), max_pixels=50_000_000) == "decompression_bomb"
 
