@@ -51,6 +51,26 @@ def test_metadata_csv_reaches_local_files_by_their_own_names(env, photos, tmp_pa
     assert items["b.jpg"]["metadata"]["site"] == "face"
 
 
+def test_a_metadata_file_that_is_not_a_csv_is_bad_usage(env, photos, tmp_path):
+    binary = tmp_path / "meta.csv"
+    binary.write_bytes(good_jpeg(4))
+    result = _cli("score", str(photos), "--metadata", str(binary))
+    assert result.exit_code == 2, result.output
+    assert "UTF-8" in "".join(c for c in result.output if c.isalnum() or c == "-")
+    missing = _cli("score", str(photos), "--metadata", str(tmp_path / "nope.csv"))
+    assert missing.exit_code == 2
+
+
+def test_a_store_prefix_names_a_folder_not_every_key_that_starts_with_it(env):
+    from workers.runtime import store
+
+    store().put("uploads/clinic-7/a.jpg", good_jpeg(1))
+    store().put("uploads/clinic-70/b.jpg", good_jpeg(2))
+    assert _cli("score", "uploads/clinic-7", "--job-id", "folder-1").exit_code == 0
+    assert [p["prefix"] for p in _request("folder-1")["prefixes"]] == ["uploads/clinic-7/"]
+    assert _cli("score", "uploads/clinic", "--job-id", "folder-2").exit_code == 2  # no such folder
+
+
 def test_the_same_local_file_twice_is_one_upload_and_a_duplicate_key(env, photos):
     a = str(photos / "a.jpg")
     result = _cli("score", a, str(photos), a, "--job-id", "dup-1")
@@ -149,6 +169,25 @@ def test_jobs_status_json_exits_1_for_a_failed_job_like_the_table(env):
     assert _cli("jobs", "status", "failed-1").exit_code == 1
     result = _cli("jobs", "status", "failed-1", "--json")
     assert result.exit_code == 1 and json.loads(result.stdout)["status"] == "failed"
+
+
+def test_results_and_wait_json_of_a_failed_job_say_so_and_exit_1(env):
+    from workers import jobs, results
+    from workers.runtime import redis_client, store
+    from workers.submit import request_key
+
+    r = redis_client()
+    jobs.create_job(r, kind="score", params={}, job_id="failed-2")
+    store().put(request_key("failed-2"), json.dumps({"items": [], "prefixes": []}).encode())
+    row = {"key": "a.jpg", "object_key": "uploads/a.jpg", "status": "error", "error_kind": "empty"}
+    results.write_part(store(), "failed-2", 0, [row])
+    jobs.update_job(r, "failed-2", status="failed", message="boom", total=2, done=1)
+    shown = _cli("jobs", "results", "failed-2", "--json")
+    assert shown.exit_code == 1
+    assert [json.loads(line)["key"] for line in shown.stdout.splitlines()] == ["a.jpg"]
+    assert "is failed" in shown.stderr and "1 of 2" in shown.stderr and "boom" in shown.stderr
+    waited = _cli("score", "anything", "--job-id", "failed-2", "--wait", "--json")
+    assert waited.exit_code == 1 and json.loads(waited.stdout)["message"] == "boom"
 
 
 def test_a_replanned_job_keeps_its_start_and_resume_leaves_a_done_job_alone(env):

@@ -10,7 +10,7 @@ import typer
 
 from workers import jobs as jobstore
 from workers import results
-from workers.cli._common import console, print_json, table, wait_for_job
+from workers.cli._common import console, err_console, print_json, table, wait_for_job
 from workers.cli.score import ROW_FIELDS, write_rows
 from workers.runtime import redis_client, store
 from workers.sweeper import SCORING_KINDS
@@ -85,11 +85,17 @@ def results_(
     errors_only: bool = typer.Option(False, "--errors", help="Only error rows"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout"),
 ) -> None:
-    """The result rows of a scoring job (one per input)."""
-    _get(job_id)
+    """The result rows of a scoring job (one per input); exit 1 if the job failed."""
+    job = _get(job_id)
     rows = [
         r for r in results.read_rows(store(), job_id) if not errors_only or r["status"] == "error"
     ]
+    if job["status"] != "done":  # the rows so far; say so rather than pass them off as all
+        err_console.print(
+            f"[yellow]job {job_id} is {job['status']}[/]: rows of {job.get('done', 0)} of "
+            f"{job.get('total', 0)} inputs so far"
+            + (f" ({job['message']})" if job.get("message") else "")
+        )
     if out:
         write_rows(out, rows)
         console.print(f"{len(rows)} rows written to {out}")
@@ -102,6 +108,8 @@ def results_(
                 f"results of {job_id}", ROW_FIELDS, [[r.get(k) for k in ROW_FIELDS] for r in rows]
             )
         )
+    if job["status"] == "failed":
+        raise typer.Exit(1)
 
 
 @app.command()

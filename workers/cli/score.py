@@ -34,6 +34,15 @@ ROW_FIELDS = [
 
 def read_metadata_csv(path: Path) -> dict[str, dict[str, Any]]:
     """Rows keyed by file name (``file``, ``key``, ``image`` or ``isic_id`` column)."""
+    try:
+        return _read_metadata_csv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise typer.BadParameter(
+            f"--metadata {path}: not a readable UTF-8 CSV file ({err})"
+        ) from None
+
+
+def _read_metadata_csv(path: Path) -> dict[str, dict[str, Any]]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         id_col = next(
@@ -74,13 +83,19 @@ def folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return sorted(files), sorted(broken)
 
 
+def _folder(prefix: str) -> str:
+    """A store prefix given as a source names a folder: ``uploads/clinic-7`` is
+    ``uploads/clinic-7/``, never also ``uploads/clinic-70/`` (as ``aws s3 cp --recursive``)."""
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
 def _store_source(st: Store, src: str) -> str | None:
-    """``"key"``, ``"prefix"`` or None: what ``src`` names in the store (None for a string that
-    cannot be a key at all, such as a mistyped absolute local path)."""
+    """``"key"``, ``"prefix"`` (a folder, :func:`_folder`) or None: what ``src`` names in the
+    store (None for a string that cannot be a key at all, such as a mistyped local path)."""
     try:
         if st.exists(src):
             return "key"
-        return "prefix" if any(True for _ in st.list(src)) else None
+        return "prefix" if any(True for _ in st.list(_folder(src))) else None
     except InvalidKey:
         return None
 
@@ -104,7 +119,8 @@ def resolve_sources(
                 raise typer.BadParameter(f"{src} is outside the configured store {st.uri}")
             rel = key[len(st.prefix) :]
             if rel.endswith("/") or not st.exists(rel):
-                prefixes.append({"prefix": rel, "display": src[: len(src) - len(rel)] + rel})
+                base = src[: len(src) - len(rel)]  # s3://bucket/store-prefix/
+                prefixes.append({"prefix": _folder(rel), "display": base + _folder(rel)})
             else:
                 items.append({"key": rel, "source": src})
         elif path.is_dir():
@@ -121,7 +137,7 @@ def resolve_sources(
         elif (kind := _store_source(st, src)) == "key":
             items.append({"key": src, "source": src})
         elif kind == "prefix":
-            prefixes.append({"prefix": src, "display": src})
+            prefixes.append({"prefix": _folder(src), "display": _folder(src)})
         else:
             raise typer.BadParameter(
                 f"{src!r} is not a file, folder, s3:// URI or store key/prefix"
@@ -257,6 +273,8 @@ def score(
         return
     job = wait_for_job(job_id, quiet=as_json)
     if job["status"] != "done":
+        if as_json:  # a script reads why on stdout, as for a job that finished
+            print_json(job)
         err_console.print(f"[red]job {job_id} {job['status']}[/]: {job.get('message', '')}")
         raise typer.Exit(1)
     summary = results.read_summary(st, job_id)
