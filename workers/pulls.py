@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 import curation
-from workers.store import Store
+from workers.store import InvalidKey, Store, validate_key
 
 __all__ = [
     "RAW_PREFIX",
@@ -172,6 +172,21 @@ def run_isic_pull(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_image_ids(ids: pd.Series, pull_id: str) -> None:
+    """Refuse image ids that cannot name a stored file (``..``, control characters, ...)."""
+    bad = []
+    for isic_id in ids:
+        try:
+            validate_key(f"{RAW_PREFIX}{pull_id}/{isic_id}.jpg")
+        except InvalidKey:
+            bad.append(isic_id)
+    if bad:
+        raise ValueError(
+            f"{len(bad)} image id(s) cannot name a stored file (no '.' or '..' path segments, "
+            f"backslashes or control characters): {bad[:5]}"
+        )
+
+
 def import_folder(
     store: Store,
     folder: Path,
@@ -203,6 +218,7 @@ def import_folder(
     pull_id = f"import-{digest.hexdigest()[:12]}"
     if store.exists(f"{RAW_PREFIX}{pull_id}/pull.json"):
         return json.loads(store.get(f"{RAW_PREFIX}{pull_id}/pull.json")), False
+    _check_image_ids(table["isic_id"], pull_id)  # before any upload: all or nothing
     keys = []
     total = len(table)
     for i, (isic_id, path) in enumerate(zip(table["isic_id"], table["path"], strict=True)):

@@ -32,6 +32,15 @@ def _import(st, folder, **kw):
     return pulls.import_folder(st, folder, manifest=manifest if manifest.exists() else None, **kw)
 
 
+def test_an_image_id_that_cannot_name_a_file_refuses_the_import_before_any_upload(st, tmp_path):
+    folder = _sample(tmp_path)
+    text = (folder / "metadata.csv").read_text()
+    (folder / "metadata.csv").write_text(text.replace("ISIC_9000003,", "../ISIC_9000003,", 1))
+    with pytest.raises(ValueError, match=r"cannot name a stored file.*\.\./ISIC_9000003"):
+        _import(st, folder)
+    assert list(st.list("raw/")) == []
+
+
 def test_a_later_pull_supersedes_an_earlier_one(st, tmp_path):
     """Re-importing with licences (as the README tells a user to) changes the next version;
     it used to keep the first import's rows, licences missing, and publish the same version."""
