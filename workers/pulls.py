@@ -203,9 +203,12 @@ def import_folder(
     is half-imported.
     """
     folder = Path(folder)
-    manifest = Path(manifest) if manifest else folder / "manifest.csv"
+    if manifest is None:  # ours, else the metadata.csv of an isic-cli download
+        found = [folder / n for n in ("manifest.csv", "metadata.csv") if (folder / n).is_file()]
+        manifest = found[0] if found else folder / "manifest.csv"
+    manifest = Path(manifest)
     if not manifest.is_file():
-        raise ValueError(f"no manifest at {manifest}; pass --manifest CSV")
+        raise ValueError(f"no manifest.csv or metadata.csv in {folder}; pass --manifest CSV")
     table = curation.read_labelled_manifest(manifest)
     table = curation.fill_licences(table, dict(licences or {}))
     table = curation.plan_import(folder, table)

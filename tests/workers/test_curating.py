@@ -28,8 +28,12 @@ def _sample(tmp_path, n: int = 6):
 
 
 def _import(st, folder, **kw):
-    manifest = folder / "metadata.csv"
-    return pulls.import_folder(st, folder, manifest=manifest if manifest.exists() else None, **kw)
+    return pulls.import_folder(st, folder, **kw)  # an isic-cli folder's metadata.csv is found
+
+
+def test_a_folder_without_any_manifest_names_both_it_looked_for(st, tmp_path):
+    with pytest.raises(ValueError, match="no manifest.csv or metadata.csv"):
+        pulls.import_folder(st, tmp_path)
 
 
 def test_an_image_id_that_cannot_name_a_file_refuses_the_import_before_any_upload(st, tmp_path):

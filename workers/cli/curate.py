@@ -72,7 +72,8 @@ def import_(
         None,
         exists=True,
         dir_okay=False,
-        help="CSV (default FOLDER/manifest.csv): birthmark or isic-cli columns",
+        help="CSV (default FOLDER/manifest.csv, else FOLDER/metadata.csv): birthmark or "
+        "isic-cli columns",
     ),
     licence: list[str] = typer.Option(
         None,
