@@ -140,6 +140,15 @@ def _run_key(run_id: str) -> str:
     return f"models/runs/{run_id}/run.json"
 
 
+def _resume_key(run_id: str) -> str:
+    return f"models/runs/{run_id}/resume.bin"
+
+
+def discard_checkpoint(store: Store, run_id: str) -> None:
+    """Delete a finished run's resume checkpoint (~80 MB; only a run not yet done needs it)."""
+    store.delete(_resume_key(run_id))
+
+
 def _pinned_version(store: Store, run_id: str, requested: str | None) -> str | None:
     """The curated version an earlier attempt of run ``run_id`` trained on, else ``requested``.
 
@@ -189,7 +198,7 @@ def run_training(
             "val rows with labels; need both"
         )
     cache = _image_cache(cache_dir, store, config.image_size)
-    resume_key = f"models/runs/{run_id}/resume.bin"
+    resume_key = _resume_key(run_id)
     resume = store.get(resume_key) if store.exists(resume_key) else None
     if resume is not None:
         log.info("run %s resumes from its last checkpoint", run_id)

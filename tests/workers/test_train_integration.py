@@ -49,6 +49,11 @@ def test_train_promote_registry_and_rollback(env, curated, start_worker):
     assert job["progress"]["epoch"] == 2 and "val_auc" in job["progress"]
     st = store()
     assert st.read_pointer("models/CHAMPION") == first["model_id"]
+    # Done: its ~80 MB resume checkpoint is gone, and a redelivery does not train again.
+    assert not st.exists(f"models/runs/{job['id']}/resume.bin")
+    from workers.tasks.train import run
+
+    assert run(job["id"])["model_id"] == first["model_id"]  # the result recorded, no new model
     card = json.loads(st.get(f"models/{first['model_id']}/card.json"))
     for field in ("sha256", "data_version", "metrics", "code_version", "train_config"):
         assert field in card

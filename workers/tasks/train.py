@@ -12,9 +12,10 @@ from workers import jobs
 from workers.app import app
 from workers.runtime import redis_client, store
 from workers.settings import get_settings
+from workers.store import StoreUnavailable
 from workers.submit import submit_task_job
 from workers.tasks._base import TRANSIENT, JobTask
-from workers.training_run import latest_version, load_manifest, run_training
+from workers.training_run import discard_checkpoint, latest_version, load_manifest, run_training
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def run(job_id: str) -> dict[str, Any]:
     job = jobs.get_job(r, job_id)
     if job is None:
         raise ValueError(f"unknown job {job_id}")
+    if job["status"] == "done":  # redelivered after it finished (the ack was lost): not again
+        return job.get("result") or {}
     if not jobs.acquire_lock(r, LOCK, job_id, ttl_s=s.train_time_limit_s):
         holder = r.get(f"birthmark:lock:{LOCK}")
         jobs.update_job(
@@ -83,6 +86,10 @@ def run(job_id: str) -> dict[str, Any]:
             checkpoint_interval_s=s.train_checkpoint_interval_s,
         )
         jobs.update_job(r, job_id, status="done", result=outcome, message="")
+        try:  # after "done": a redelivery from here on finds the job done, not a fresh start
+            discard_checkpoint(st, job_id)
+        except (StoreUnavailable, OSError) as err:
+            log.warning("run %s: resume checkpoint left in the store: %s", job_id, err)
         return outcome
     except ValueError as err:
         jobs.update_job(r, job_id, status="failed", message=str(err))
