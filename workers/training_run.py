@@ -286,6 +286,31 @@ def should_promote(
     return False, f"{metric} {new:.4f} does not beat champion {champion} ({old:.4f}) by {margin}"
 
 
+def _unseen_by(store: Store, card: dict[str, Any], test: pd.DataFrame) -> np.ndarray:
+    """Which ``test`` rows the champion (``card``) never learnt from: none of its image, patient
+    or lesion is in the train or val split of the curated version it was trained on.
+
+    Splits are by group hash, so on the same or a later version this is every row, unless a
+    lesion was since linked to a patient or dedupe kept another copy of an image. A champion
+    whose version is unknown or gone is judged on every row.
+    """
+    everything = np.ones(len(test), dtype=bool)
+    version = card.get("data_version")
+    if not version:
+        return everything
+    try:
+        _, manifest = load_manifest(store, version)
+    except ValueError:
+        return everything
+    learnt = trainable(manifest)
+    learnt = learnt[learnt["split"].isin(["train", "val"])]
+    seen = test["isic_id"].isin(set(learnt["isic_id"].dropna()))
+    for column in ("patient_id", "lesion_id"):
+        if column in test.columns and column in learnt.columns:
+            seen |= test[column].isin(set(learnt[column].dropna()))
+    return ~seen.to_numpy()
+
+
 def decide_promotion(
     store: Store,
     model_id: str,
@@ -317,6 +342,18 @@ def decide_promotion(
             "champion_before": champion,
         }
     card = registry.read_card(store, champion)
+    fresh = _unseen_by(store, card, test)
+    note = ""
+    if not fresh.all():
+        # Both are judged on the rows the champion never learnt from (a lesion linked to a
+        # patient since, another near-duplicate kept): elsewhere it would be marked on its own
+        # training images.
+        note = (
+            f"; judged on the {int(fresh.sum())} of {len(test)} test rows the champion did not "
+            "train on"
+        )
+        test, prob = test[fresh], prob[fresh]
+        new = models.evaluate(test["malignant"].astype(int).to_numpy(), prob).get(metric, math.nan)
     net = models.load_checkpoint(registry.read_weights(store, champion), card)
     # The champion sees the images as it would score them: decoded for its own input size (a
     # 256 px champion must not score a 64 px challenger's 128 px cache entries upscaled), on the
@@ -328,6 +365,7 @@ def decide_promotion(
     old_metrics, old_prob = evaluate_model(predictor, test, cache, ci_draws=0)
     old = old_metrics["overall"].get(metric, float("nan"))
     promoted, reason = should_promote(new, old, metric=metric, margin=margin, champion=champion)
+    reason += note
     paired = models.paired_auc_difference(
         test["malignant"].astype(int).to_numpy(),
         prob,

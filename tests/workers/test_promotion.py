@@ -180,3 +180,55 @@ def test_no_promotion_over_a_champion_that_changed_during_the_comparison(tmp_pat
     )
     assert not decision["promoted"] and "champion changed" in decision["reason"]
     assert registry.champion_id(store) == manual
+
+
+def test_the_champion_is_not_judged_on_rows_it_trained_on(tmp_path, monkeypatch):
+    # The champion learnt from a version where ISIC_0000003 was a train row; in the challenger's
+    # version it is a test row (its lesion was linked to a patient since, say). Both are judged
+    # on the other three test rows.
+    import torch
+
+    import curation
+    import models
+    from tests.workers.helpers import publish_tiny_dataset
+    from workers import training_run
+
+    store = LocalStore(tmp_path / "store")
+    version = publish_tiny_dataset(store, n=16)
+    _, manifest = training_run.load_manifest(store, version)
+    older = manifest.assign(
+        split=manifest["split"].mask(manifest["isic_id"] == "ISIC_0000003", "train")
+    )
+    store.put("curated/v-older/manifest.parquet", curation.manifest_to_parquet(older))
+    torch.manual_seed(0)
+    weights, card = models.dump_checkpoint(
+        models.build_model("resnet10_image"),
+        {"arch": "resnet10_image", "image_size": 64, "data_version": "v-older"},
+    )
+    champion = registry.publish_model(store, weights, card)
+    registry.promote(store, champion, reason="test")
+    challenger = publish_tiny_champion(store, seed=1)
+    registry.rollback(store)
+    test = training_run.trainable(manifest).query("split == 'test'")
+    assert len(test) == 4 and "ISIC_0000003" in set(test["isic_id"])
+    judged = []
+    evaluate = training_run.evaluate_model
+
+    def recording(predictor, df, cache, **kw):
+        judged.append(sorted(df["isic_id"]))
+        return evaluate(predictor, df, cache, **kw)
+
+    monkeypatch.setattr(training_run, "evaluate_model", recording)
+    decision = training_run.decide_promotion(
+        store,
+        challenger,
+        {"overall": {"roc_auc": 1.0}},  # on all four rows; recomputed on the three
+        test,
+        training_run._image_cache(tmp_path / "cache", store, 64),
+        prob=np.array([0.9, 0.8, 0.1, 0.2]),
+        metric="roc_auc",
+        margin=0.0,
+        device="cpu",
+    )
+    assert judged == [sorted(set(test["isic_id"]) - {"ISIC_0000003"})]
+    assert "judged on the 3 of 4 test rows" in decision["reason"]
