@@ -32,4 +32,8 @@ def unreadable_reason(path: str | PathLike[str]) -> str | None:
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated/corrupt data as OSError ("image file is truncated ...").
         return f"corrupt image: {exc}"
+    except MemoryError:
+        raise
+    except Exception as exc:  # plugins raise more (the AVIF one RuntimeError): still one file's
+        return f"corrupt image: {type(exc).__name__}: {exc}"
     return None

@@ -74,6 +74,11 @@ def image_features(
     except DecoderCrashed as err:
         log.error("%s: %s", key, err)
         return _unreadable(f"unreadable: {err}")
+    except MemoryError:
+        raise
+    except Exception as err:  # one file's decoder bug must not fail the version (as scoring)
+        log.exception("%s: unexpected decoder error", key)
+        return _unreadable(f"unreadable: decoder failed: {type(err).__name__}: {err}")
     metadata = {k: _clean(row.get(k)) for k in ("image_type", "dermoscopic_type")}
     verdict = curation.phone_likeness(decoded.image, metadata, thresholds=thresholds)
     return {

@@ -163,6 +163,15 @@ def _fetch_and_decode(
     except DecoderCrashed as err:
         log.error("%s: %s", item.key, err)
         return _Fetched(item, row=_error(item, "decoder_crashed", str(err)))
+    except MemoryError:
+        raise  # this worker's state, not the file's: the batch is retried
+    except Exception as err:  # one file's decoder bug must not fail its job
+        # A crafted file can raise what no decoder documents (the AVIF plugin's RuntimeError
+        # did): it gets its own row and the traceback goes to the log, for the team to classify.
+        log.exception("%s: unexpected decoder error", item.key)
+        return _Fetched(
+            item, row=_error(item, "unreadable", f"decoder failed: {type(err).__name__}: {err}")
+        )
     # Without a model (prepare None) the rows become model errors; the decode still tells a
     # broken upload apart.
     return _Fetched(item, prepare(image) if prepare else None, quality, size)

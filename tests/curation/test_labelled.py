@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import math
 
 import pandas as pd
@@ -135,3 +136,19 @@ def test_licence_rules_fill_only_what_the_manifest_leaves_empty(tmp_path):
 def test_bad_licence_rules_are_refused(rules):
     with pytest.raises(ValueError, match="licence"):
         parse_licence_rules(rules)
+
+
+def test_a_damaged_avif_is_an_unreadable_file_not_an_error(tmp_path):
+    from curation._images import unreadable_reason
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (100, 50, 20)).save(buf, "AVIF")
+    data = buf.getvalue()
+    reasons = []
+    for start in range(0, len(data), 8):  # the plugin raises RuntimeError for some of these
+        damaged = bytearray(data)
+        damaged[start : start + 8] = b"\xff" * 8
+        path = tmp_path / f"damaged-{start}.avif"
+        path.write_bytes(bytes(damaged))
+        reasons.append(unreadable_reason(path))
+    assert any(r and "RuntimeError" in r for r in reasons)

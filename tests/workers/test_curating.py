@@ -127,3 +127,29 @@ def test_versions_table_and_diff_of_an_unknown_version(st, tmp_path):
     # main() prints a ValueError as one line (it used to be "error: 'curated/nope.../manifest...'")
     assert isinstance(res.exception, ValueError)
     assert "unknown curated version 'nope00000000'" in str(res.exception)
+
+
+def test_a_decoder_bug_on_one_image_makes_it_unreadable_not_a_failed_version(
+    st, monkeypatch, caplog
+):
+    import models
+    from tests.workers.helpers import good_jpeg
+
+    st.put("raw/x/ok.jpg", good_jpeg(1))
+    st.put("raw/x/odd.jpg", good_jpeg(2))
+    decode = models.decode_image
+
+    def buggy(data, **kw):
+        if data == good_jpeg(2):
+            raise TypeError("unexpected tag type")  # what no decoder documents
+        return decode(data, **kw)
+
+    monkeypatch.setattr(models, "decode_image", buggy)
+    features = {
+        key: curating.image_features(st, {"key": key}, thresholds=None, max_pixels=10**8)
+        for key in ("raw/x/ok.jpg", "raw/x/odd.jpg")
+    }
+    assert features["raw/x/ok.jpg"]["readable"]
+    assert not features["raw/x/odd.jpg"]["readable"]
+    assert "TypeError" in features["raw/x/odd.jpg"]["phone_reasons"]
+    assert "unexpected decoder error" in caplog.text

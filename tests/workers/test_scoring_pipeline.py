@@ -93,6 +93,24 @@ def test_fetch_threads_prepare_the_crops_and_rows_match_predict_on_the_images():
     assert [r["probability"] for r in rows] == [round(float(p), 6) for p in expected]
 
 
+def test_a_decoder_bug_on_one_file_is_its_row_and_the_rest_are_scored(monkeypatch, caplog):
+    from workers import scoring
+
+    objects = {f"uploads/{i}.jpg": good_jpeg(i) for i in range(3)}
+    decode = scoring.decode_for_scoring
+
+    def buggy(data, **kw):
+        if data == objects["uploads/1.jpg"]:
+            raise TypeError("unexpected tag type")  # what no decoder documents
+        return decode(data, **kw)
+
+    monkeypatch.setattr(scoring, "decode_for_scoring", buggy)
+    rows = _score(_Store(objects), [Item(k, k) for k in objects], _Predictor(), threads=2)
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"]
+    assert rows[1]["error_kind"] == "unreadable" and "TypeError" in rows[1]["message"]
+    assert "unexpected decoder error" in caplog.text
+
+
 def test_transient_failure_escapes_and_the_pool_keeps_working():
     objects = {f"uploads/{i:02d}.jpg": good_jpeg(i, size=(64, 48)) for i in range(12)}
     items = [Item(k, k) for k in objects]
