@@ -169,13 +169,29 @@ class LocalStore(_Pointers):
         self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        # Lexicographic order by key, like S3.
-        base = self.root
-        paths = sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
-        for p in paths:
-            key = p.relative_to(base).as_posix()
+        """Objects whose key starts with ``prefix``, in lexicographic order by key (as S3).
+
+        Only the folder the prefix names is walked (``uploads/clinic-7/`` and ``results/j/part-``
+        do not read the rest of the store); a prefix no valid key can have lists nothing.
+        """
+        folder = prefix.rpartition("/")[0]
+        try:
+            start = self._path(folder) if folder else self.root
+        except InvalidKey:
+            return
+        if not start.is_dir():
+            return
+        keys = sorted(
+            p.relative_to(self.root).as_posix()
+            for p in start.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
+        for key in keys:
             if key.startswith(prefix):
-                st = p.stat()
+                try:
+                    st = (self.root / key).stat()
+                except FileNotFoundError:  # deleted since the walk
+                    continue
                 yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def exists(self, key: str) -> bool:
