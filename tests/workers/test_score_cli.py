@@ -159,6 +159,25 @@ def test_the_watcher_leaves_cli_uploads_to_their_own_job(env, photos):
     assert watch_prefix("uploads/") is None
 
 
+def test_the_watchers_claims_keep_only_uploads_inside_its_window(env):
+    from workers.runtime import redis_client, store
+    from workers.tasks.score import _GRACE_S, watch_prefix
+
+    st, r = store(), redis_client()
+    then = time.time() - 3 * _GRACE_S
+    st.put("uploads/app/old.jpg", good_jpeg(5))
+    os.utime(st.root / "uploads/app/old.jpg", (then, then))
+    first = watch_prefix("uploads/")
+    claims = "birthmark:watch:claims:uploads/"
+    assert r.hkeys(claims) == ["uploads/app/old.jpg"]
+    assert not r.exists(f"birthmark:watch:job:{first}")  # queued: its recovery list is gone
+    st.put("uploads/app/new.jpg", good_jpeg(6))  # now: the cursor moves past old.jpg's window
+    second = watch_prefix("uploads/")
+    assert [i["key"] for i in _request(second)["items"]] == ["uploads/app/new.jpg"]
+    assert watch_prefix("uploads/") is None  # old.jpg is not scored again, new.jpg is claimed
+    assert r.hkeys(claims) == ["uploads/app/new.jpg"]
+
+
 def test_jobs_status_json_exits_1_for_a_failed_job_like_the_table(env):
     from workers import jobs
     from workers.runtime import redis_client

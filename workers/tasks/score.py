@@ -235,6 +235,7 @@ def _watch_once(st, r, prefix: str) -> str | None:
         keys = r.lrange(f"birthmark:watch:job:{job_id}", 0, -1)
         submit_scoring(items=[{"key": k, "source": k} for k in keys], job_id=job_id, kind="watch")
         r.srem(pending, job_id)
+        r.delete(f"birthmark:watch:job:{job_id}")
     cursor_key = _cursor_key(prefix)
     cursor = json.loads(st.get(cursor_key)) if st.exists(cursor_key) else {"last_modified": 0.0}
     fresh = [
@@ -244,6 +245,12 @@ def _watch_once(st, r, prefix: str) -> str | None:
         # A CLI upload is scored by the job it was uploaded for; the watcher would score it twice.
         and not o.key.startswith(CLI_UPLOADS)
     ]
+    # Claims are only consulted for objects still inside the cursor's window: drop the rest, so
+    # the hash holds the last ~10 minutes of uploads rather than every upload ever.
+    in_window = {o.key for o in fresh}
+    stale = [k for k in r.hkeys(claims) if k not in in_window]
+    for i in range(0, len(stale), 1000):
+        r.hdel(claims, *stale[i : i + 1000])
     if not fresh:
         return None
     unseen = [
@@ -264,5 +271,6 @@ def _watch_once(st, r, prefix: str) -> str | None:
             items=[{"key": o.key, "source": o.key} for o in mine], job_id=job_id, kind="watch"
         )
         r.srem(pending, job_id)
+        r.delete(f"birthmark:watch:job:{job_id}")
     st.put(cursor_key, json.dumps({"last_modified": max(newest, cursor["last_modified"])}).encode())
     return job_id if mine else None
