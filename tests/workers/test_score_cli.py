@@ -250,6 +250,36 @@ def test_out_rows_keep_the_store_key_and_the_metadata_warnings(tmp_path, suffix)
     assert [r["object_key"] for r in got] == [row["object_key"]] * 2
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_out_rows_keep_every_field_of_a_result_row(tmp_path, suffix):
+    import csv
+
+    from workers.cli.score import write_rows
+
+    row = {
+        "key": "a.jpg",
+        "object_key": "uploads/cli/j/00000-a.jpg",
+        "status": "ok",
+        "probability": 0.25,
+        "label": "benign",
+        "model_id": "m1",
+        "quality": "ok",
+        "width": 768,
+        "height": 1024,
+        "warnings": ["age 'abc' ..."],
+    }
+    out = tmp_path / f"rows{suffix}"
+    write_rows(out, [row])
+    if suffix == ".csv":
+        with open(out, newline="") as fh:
+            (got,) = csv.DictReader(fh)
+        assert (got["width"], got["height"]) == ("768", "1024")
+    else:
+        (got,) = [json.loads(line) for line in out.read_text().splitlines()]
+        assert (got["width"], got["height"]) == (768, 1024)
+    assert set(row) <= set(got)
+
+
 def test_metadata_csv_reaches_the_objects_listed_under_a_store_prefix(env, tmp_path):
     from workers import sweeper
     from workers.runtime import store

@@ -176,8 +176,9 @@ def check_out(path: Path) -> None:
         raise typer.BadParameter(f"--out {path}: folder {path.parent} does not exist")
 
 
-# Written by --out: the table's columns, then the store key and why metadata was set aside.
-OUT_FIELDS = [*ROW_FIELDS, "object_key", "warnings"]
+# Written by --out: the table's columns, then the photo's size, the store key and why metadata
+# was set aside: every field of a result row.
+OUT_FIELDS = [*ROW_FIELDS, "width", "height", "object_key", "warnings"]
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
