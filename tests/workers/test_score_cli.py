@@ -296,3 +296,16 @@ def test_metadata_csv_reaches_the_objects_listed_under_a_store_prefix(env, tmp_p
     got = {i["key"]: i.get("metadata") for i in batch}
     assert got["uploads/clinic-7/a.jpg"]["age"] == "70"
     assert got["uploads/clinic-7/b.jpg"] is None
+
+
+def test_jobs_help_names_the_sweep_default_and_every_job_kind():
+    from workers.app import QUEUE_OF_KIND
+    from workers.cli import app
+
+    def help_of(*args: str) -> str:
+        result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "BIRTHMARK_SWEEP_MIN_AGE_S" in help_of("jobs", "sweep")  # once eaten as rich markup
+    assert all(kind in help_of("jobs", "list") for kind in QUEUE_OF_KIND)

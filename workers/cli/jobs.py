@@ -32,7 +32,7 @@ def _get(job_id: str) -> dict:
 @app.command("list")
 def list_(
     limit: int = typer.Option(20, min=1),
-    kind: str | None = typer.Option(None, help="score, watch, train, curate, pull, import"),
+    kind: str | None = typer.Option(None, help="score, watch, train, pull, curate, curation-daily"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Recent jobs, newest first."""
@@ -146,7 +146,10 @@ def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
 def sweep(
     confirm_s: float = typer.Option(5.0, min=0, help="Seconds between the two looks."),
     min_age_s: float | None = typer.Option(
-        None, min=0, help="Skip jobs queued more recently [default: BIRTHMARK_SWEEP_MIN_AGE_S]."
+        None,
+        min=0,
+        help="Skip jobs queued less than this many seconds ago.",
+        show_default="BIRTHMARK_SWEEP_MIN_AGE_S",
     ),
 ) -> None:
     """Find work the broker lost and queue it again (beat does this every
