@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import free_port
 from workers.store import ObjectMissing, ObjectTooLarge, S3Store, StoreUnavailable
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def bucket(s3_server, aws_credentials) -> S3Store:
