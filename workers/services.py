@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.embedded import ensure_redis, pid_alive, stop_redis
+from workers.embedded import ensure_redis, is_process, pid_alive, process_started, stop_redis
 from workers.settings import Settings
 
 __all__ = ["POOLS", "SERVICES", "worker_command", "services_up", "services_down", "services_status"]
@@ -60,11 +60,22 @@ def _pid_file(home: Path, name: str) -> Path:
 
 
 def _running(home: Path, name: str) -> int | None:
-    f = _pid_file(home, name)
-    if not f.exists():
+    """The PID of service ``name`` if the process its PID file names still runs.
+
+    Each service leads its own process group (``start_new_session``); a PID that is alive but not
+    the process recorded (another start time) or not a group leader was reused by something else.
+    """
+    try:
+        record = json.loads(_pid_file(home, name).read_text())
+    except (OSError, ValueError):
         return None
-    pid = json.loads(f.read_text())["pid"]
-    return pid if pid_alive(pid) else None
+    pid = record["pid"]
+    if not is_process(pid, record.get("started")):
+        return None
+    try:
+        return pid if os.getpgid(pid) == pid else None
+    except ProcessLookupError:
+        return None
 
 
 def services_up(
@@ -92,7 +103,8 @@ def services_up(
                 start_new_session=True, cwd=os.getcwd(),
             )  # fmt: skip
             pid = proc.pid
-            _pid_file(home, svc.name).write_text(json.dumps({"pid": pid, "args": args}))
+            record = {"pid": pid, "started": process_started(pid), "args": args}
+            _pid_file(home, svc.name).write_text(json.dumps(record))
         pids[svc.name] = pid
     return pids
 
@@ -106,22 +118,31 @@ def services_down(
 ) -> list[str]:
     """Stop every tracked service by PID (TERM, then KILL after ``timeout_s``)."""
     home = settings.home
-    stopped = []
+    running = {}
     for svc in SERVICES:
         pid = _running(home, svc.name)
         _pid_file(home, svc.name).unlink(missing_ok=True)
-        if pid is None:
-            continue
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        if pid is not None and _signal_group(pid, signal.SIGTERM):
+            running[svc.name] = pid
+    # All at once: each warm shutdown may wait for its tasks, so one by one could take 4 x timeout.
+    deadline = time.monotonic() + timeout_s
+    while any(pid_alive(p) for p in running.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in running.values():
         if pid_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-        stopped.append(svc.name)
+            _signal_group(pid, signal.SIGKILL)
+    stopped = list(running)
     if not keep_redis and settings.is_embedded_redis and stop_redis(home):
         stopped.append("redis")
     return stopped
+
+
+def _signal_group(pid: int, sig: int) -> bool:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:  # it exited since it was looked up
+        return False
+    return True
 
 
 def services_status(settings: Settings) -> dict[str, int | None]:
