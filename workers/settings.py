@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -181,11 +181,12 @@ class Settings(BaseSettings):
     promotion_margin: float = 0.0
 
     # --- celery reliability ---------------------------------------------------------------
-    score_time_limit_s: int = 900
-    curation_time_limit_s: int = 4 * 3600
-    train_time_limit_s: int = 6 * 3600
-    visibility_timeout_s: int = 7 * 3600
-    result_expires_s: int = 24 * 3600
+    score_time_limit_s: int = Field(default=900, ge=1)
+    curation_time_limit_s: int = Field(default=4 * 3600, ge=1)
+    # Also the TTL of the training lock (a Redis EXPIRE): 0 or less fails inside every run.
+    train_time_limit_s: int = Field(default=6 * 3600, ge=1)
+    visibility_timeout_s: int = Field(default=7 * 3600, ge=1)
+    result_expires_s: int = Field(default=24 * 3600, ge=1)
     sweep_interval_s: float = Field(
         default=120.0,
         ge=0,
@@ -201,6 +202,35 @@ class Settings(BaseSettings):
 
     # --- credentials (never logged) -------------------------------------------------------
     redis_password: SecretStr | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        # As models.resolve_device accepts, checked here so a typo stops the worker at startup
+        # instead of failing every scoring batch and training run.
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+
+    @field_validator("curation_cron", "train_cron")
+    @classmethod
+    def _five_field_crontab(cls, value: str) -> str:
+        # Read by beat only when it starts (workers.app); checked here so that a bad schedule is
+        # named at startup, not reported as "not enough values to unpack" from inside celery.
+        from celery.schedules import crontab
+
+        fields = value.split()
+        if len(fields) != 5:
+            raise ValueError(
+                "expected a crontab of 5 fields (minute hour day-of-month month day-of-week), "
+                f"got {value!r}"
+            )
+        minute, hour, day_of_month, month_of_year, day_of_week = fields
+        try:
+            crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+        except ValueError as err:
+            raise ValueError(f"invalid crontab {value!r}: {err}") from None
+        return value
 
     @property
     def score_prefix_list(self) -> tuple[str, ...]:
