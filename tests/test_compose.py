@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -72,3 +73,33 @@ def test_task_routes_cover_every_registered_task():
     } <= set(ours)
     for task in ours:
         assert app.amqp.router.route({}, task)["queue"].name == task.split(".")[0]
+
+
+def test_a_solo_worker_busy_with_a_task_is_not_reported_unhealthy():
+    """A solo pool answers no ping while it runs a task: training would mark it unhealthy."""
+    from workers.tasks.train import LOCK
+
+    for queue, (pool, _) in POOLS.items():
+        check = _services()[f"worker-{queue}"]["healthcheck"]["test"][1]
+        if pool == "solo":
+            assert "|| " in check and f"birthmark:lock:{LOCK}" in check, queue
+
+
+def test_published_ports_are_on_loopback():
+    """MinIO's root credentials have well-known defaults and Flower has no authentication."""
+    for name, svc in _services().items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_the_image_installs_the_pinned_cpu_torch():
+    dockerfile = (COMPOSE.parent / "Dockerfile").read_text()
+    pyproject = tomllib.loads((COMPOSE.parent / "pyproject.toml").read_text())
+    pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("torch")]
+    assert len(pins) == 2, pins
+    torch_line = next(line for line in dockerfile.splitlines() if " ".join(pins) in line)
+    assert '--index-url "$TORCH_INDEX_URL"' in torch_line
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in dockerfile
+    # The build context leaves out the virtualenv and any credentials file.
+    ignored = (COMPOSE.parent / ".dockerignore").read_text().split()
+    assert {".venv", ".env", ".git"} <= set(ignored)
