@@ -5,6 +5,7 @@ Celery-free so it can be driven by the task, a benchmark or a notebook with a st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -130,6 +131,13 @@ def _code_version() -> str:
         return "unknown"
 
 
+def holdout_id(test: pd.DataFrame) -> dict[str, Any]:
+    """Which images a model was judged on: their count and a SHA-256 of their sorted isic_ids, so
+    a reader can check that two cards (or a card and a decision) name the same holdout."""
+    ids = sorted(map(str, test["isic_id"]))
+    return {"rows": len(ids), "sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+
+
 def _image_cache(root: Path, store: Store, image_size: int) -> models.DecodedImageCache:
     """Decoded images for a network of input ``image_size``: twice that (at least 128 px), so the
     random crops of training and the resize to the input size both downscale."""
@@ -243,6 +251,7 @@ def run_training(
         "run_id": run_id,
         "data_version": version,
         "data_counts": {s: int(len(d)) for s, d in splits.items()},
+        "holdout": holdout_id(test),
         "licences": sorted(map(str, data["copyright_license"].dropna().unique())),
         "metrics": metrics,
         "code_version": _code_version(),
@@ -393,4 +402,5 @@ def decide_promotion(
         "champion_before": champion,
         "champion_metric": old,
         "paired_auc": paired,
+        "holdout": holdout_id(test),  # the rows both models were judged on
     }

@@ -232,3 +232,4 @@ def test_the_champion_is_not_judged_on_rows_it_trained_on(tmp_path, monkeypatch)
     )
     assert judged == [sorted(set(test["isic_id"]) - {"ISIC_0000003"})]
     assert "judged on the 3 of 4 test rows" in decision["reason"]
+    assert decision["holdout"] == training_run.holdout_id(test[test["isic_id"] != "ISIC_0000003"])

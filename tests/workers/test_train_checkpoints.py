@@ -62,6 +62,11 @@ def test_checkpoints_follow_the_first_epoch_the_last_and_the_interval(
     assert store.exists(f"models/{outcome['model_id']}/card.json")
     # The tiny set's test split has both classes, so the holdout AUC promotion uses is defined.
     assert 0.0 <= outcome["metrics"]["overall"]["roc_auc"] <= 1.0
+    # The card names its holdout: which images it was judged on, checkable against another card.
+    _, manifest = training_run.load_manifest(store, outcome["data_version"])
+    test = training_run.trainable(manifest).query("split == 'test'")
+    card = training_run.registry.read_card(store, outcome["model_id"])
+    assert card["holdout"] == training_run.holdout_id(test) and card["holdout"]["rows"] == 6
 
 
 class _Crash(Exception):
