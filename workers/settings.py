@@ -12,7 +12,17 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["PROMOTION_METRICS", "Settings", "get_settings"]
+
+# What promotion may compare (metrics of models.evaluate where higher is better): a lower-is-better
+# one such as ECE would promote worse models, a misspelt one none at all (NaN never wins).
+PROMOTION_METRICS = (
+    "roc_auc",
+    "balanced_accuracy",
+    "sens_at_spec_90",
+    "sens_at_spec_95",
+    "pauc_above_80_tpr",
+)
 
 
 class Settings(BaseSettings):
@@ -173,11 +183,7 @@ class Settings(BaseSettings):
         description="Models score the mean logit over an image and its three flips (4x inference), "
         "calibrated that way on val (models.TrainConfig.test_time_flips); the card records it.",
     )
-    # Metrics where higher is better (workers.training_run.PROMOTION_METRICS): a lower-is-better
-    # one such as ECE would promote worse models, a misspelt one none at all (NaN never wins).
-    promotion_metric: Literal[
-        "roc_auc", "balanced_accuracy", "sens_at_spec_90", "sens_at_spec_95", "pauc_above_80_tpr"
-    ] = "roc_auc"
+    promotion_metric: Literal[PROMOTION_METRICS] = "roc_auc"
     promotion_margin: float = 0.0
 
     # --- celery reliability ---------------------------------------------------------------

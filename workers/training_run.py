@@ -24,6 +24,7 @@ import curation
 import models
 from curation.splits import split_group_keys
 from workers import registry
+from workers.settings import PROMOTION_METRICS
 from workers.store import ObjectMissing, Store
 
 __all__ = ["load_manifest", "latest_version", "make_samples", "run_training", "evaluate_model"]
@@ -31,14 +32,6 @@ __all__ = ["load_manifest", "latest_version", "make_samples", "run_training", "e
 log = logging.getLogger(__name__)
 
 META_FIELDS = ("age_approx", "sex", "anatom_site_general")
-# What promotion may compare: metrics of models.evaluate where higher is better.
-PROMOTION_METRICS = (
-    "roc_auc",
-    "balanced_accuracy",
-    "sens_at_spec_90",
-    "sens_at_spec_95",
-    "pauc_above_80_tpr",
-)
 # Bootstrap draws for each test subset's AUC interval (about a second for all three on 400 images).
 AUC_CI_DRAWS = 1000
 
@@ -138,10 +131,14 @@ def holdout_id(test: pd.DataFrame) -> dict[str, Any]:
     return {"rows": len(ids), "sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
 
 
-def _image_cache(root: Path, store: Store, image_size: int) -> models.DecodedImageCache:
+def _cache_size(image_size: int) -> int:
     """Decoded images for a network of input ``image_size``: twice that (at least 128 px), so the
     random crops of training and the resize to the input size both downscale."""
-    return models.DecodedImageCache(root, partial(store.get), size=max(image_size * 2, 128))
+    return max(image_size * 2, 128)
+
+
+def _image_cache(root: Path, store: Store, image_size: int) -> models.DecodedImageCache:
+    return models.DecodedImageCache(root, partial(store.get), size=_cache_size(image_size))
 
 
 def _run_key(run_id: str) -> str:
@@ -158,7 +155,7 @@ def discard_checkpoint(store: Store, run_id: str) -> None:
 
 
 def _pinned_version(store: Store, run_id: str, requested: str | None) -> str | None:
-    """The curated version an earlier attempt of run ``run_id`` trained on, else ``requested``.
+    """The curated version an earlier attempt of run ``run_id`` trained on, None for a first one.
 
     A redelivered run resumes from its checkpoint; with ``data`` unset it would otherwise read
     LATEST again and, after a curation in between, continue on another data set (and record that
@@ -166,7 +163,7 @@ def _pinned_version(store: Store, run_id: str, requested: str | None) -> str | N
     ``models/runs/<run_id>/run.json`` before training; later attempts train on it.
     """
     if not store.exists(_run_key(run_id)):
-        return requested
+        return None
     pinned = json.loads(store.get(_run_key(run_id)))["data_version"]
     if requested and requested != pinned:
         raise ValueError(f"run {run_id} trains on curated version {pinned}, not {requested}")
@@ -195,8 +192,9 @@ def run_training(
         raise ValueError(
             f"promotion metric {promotion_metric!r}: choose one of {', '.join(PROMOTION_METRICS)}"
         )
-    version, manifest = load_manifest(store, _pinned_version(store, run_id, data_version))
-    if not store.exists(_run_key(run_id)):
+    pinned = _pinned_version(store, run_id, data_version)
+    version, manifest = load_manifest(store, pinned or data_version)
+    if pinned is None:
         store.put(_run_key(run_id), json.dumps({"data_version": version}).encode())
     data = trainable(manifest)
     splits = {s: data[data["split"] == s] for s in ("train", "val", "test")}
@@ -368,7 +366,7 @@ def decide_promotion(
     # 256 px champion must not score a 64 px challenger's 128 px cache entries upscaled), on the
     # challenger's device. Its own intervals are not needed: the paired bootstrap compares the two.
     champion_size = int(card.get("image_size", 224))
-    if max(champion_size * 2, 128) > cache.size:
+    if _cache_size(champion_size) > cache.size:
         cache = _image_cache(cache.root, store, champion_size)
     predictor = models.Predictor(net, card, device=device)
     old_metrics, old_prob = evaluate_model(predictor, test, cache, ci_draws=0)
