@@ -81,6 +81,10 @@ def new_job_id(kind: str) -> str:
     return f"{kind}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 
+def _idem_key(idempotency_key: str) -> str:
+    return f"birthmark:idem:{idempotency_key}"
+
+
 def create_job(
     r: redis.Redis,
     *,
@@ -110,7 +114,7 @@ def create_job(
         "batches": 0,
         **({"task": task} if task else {}),
     }
-    idem = f"birthmark:idem:{idempotency_key}" if idempotency_key else ""
+    idem = _idem_key(idempotency_key) if idempotency_key else ""
     pairs = [str(x) for kv in record.items() for x in kv]
     found, created = r.register_script(_CREATE)(
         keys=[idem, _PREFIX + job_id, _INDEX], args=[job_id, repr(now), *pairs]
@@ -123,7 +127,7 @@ def find_job(
 ) -> str | None:
     """The job :func:`create_job` would give back for these arguments, if it exists already."""
     if idempotency_key:
-        found = r.get(f"birthmark:idem:{idempotency_key}")
+        found = r.get(_idem_key(idempotency_key))
         if found:
             return found
     if job_id and r.exists(_PREFIX + job_id):
