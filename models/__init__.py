@@ -32,7 +32,7 @@ from .preprocess import (
 from .quality import assess_quality
 from .report import render_report
 from .resnet10 import ARCHS, ResNet10, build_model, resnet10_image, resnet10_multimodal
-from .training import EpochState, Sample, TrainConfig, TrainResult, fit
+from .training import EpochState, Sample, TrainConfig, TrainingStopped, TrainResult, fit
 
 __all__ = [
     "ARCHS",
@@ -54,6 +54,7 @@ __all__ = [
     "Sample",
     "TrainConfig",
     "TrainResult",
+    "TrainingStopped",
     "assess_quality",
     "available_cpus",
     "auc_interval",

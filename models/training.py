@@ -42,7 +42,7 @@ from .preprocess import COLOUR_CONSTANCY, IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from .resnet10 import ARCHS, TRUNK_FEATURES, build_model
 from .resume import pack_train_state, restore_train_state
 
-__all__ = ["EpochState", "Sample", "TrainConfig", "TrainResult", "fit"]
+__all__ = ["EpochState", "Sample", "TrainConfig", "TrainResult", "TrainingStopped", "fit"]
 
 WEIGHT_AVERAGES = ("ema", "swa", "none")
 
@@ -203,6 +203,18 @@ class EpochState:
         returns and training moves on, it would describe a later state.
         """
         return self._pack()
+
+
+class TrainingStopped(RuntimeError):
+    """``fit`` gave up on request (its ``should_stop``) between two training batches.
+
+    ``epochs_done`` epochs were completed and handed to ``on_epoch``; the epoch under way is lost,
+    so a caller that wants to continue resumes from the last blob it kept.
+    """
+
+    def __init__(self, epochs_done: int) -> None:
+        super().__init__(f"stopped on request after {epochs_done} complete epochs")
+        self.epochs_done = epochs_done
 
 
 class _WithAuxHead(nn.Module):
@@ -445,6 +457,7 @@ def fit(
     config: TrainConfig,
     on_epoch: Callable[[EpochState], Any] | None = None,
     resume: bytes | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``train``, reporting progress (and val AUC, see ``val_every``)
     after each epoch.
@@ -452,6 +465,10 @@ def fit(
     Returns the final model (eval mode, on the training device), its card (ready for
     ``dump_checkpoint``: preprocessing, temperature and logit bias fitted on ``val``, val metrics,
     config, history, data sizes, speed) and the per-epoch history.
+
+    ``should_stop`` is asked before each epoch and after each training batch; when it answers
+    true, ``fit`` raises ``TrainingStopped`` (a worker shutting down uses it to hand the run back
+    without waiting for the epoch to end).
     """
     if len(train) < 2:
         raise ValueError(f"need at least 2 training samples, got {len(train)}")
@@ -506,9 +523,14 @@ def fit(
     val_batcher = _Batcher(val, encode_metadata([s.metadata for s in val]), config)
     val_logits = np.zeros((0, 2), np.float32)
 
+    def check_stop(epoch: int) -> None:
+        if should_stop is not None and should_stop():
+            raise TrainingStopped(epoch)
+
     for epoch in range(start, config.epochs):
         if epoch >= epochs:
             break
+        check_stop(epoch)
         size = config.input_size(epoch, scheduler.step_size)
         if config.time_budget_s is not None and epoch >= 2 and history:
             # Planned on the first two epochs; a machine that slows down later still stops in
@@ -552,6 +574,7 @@ def fit(
                 averaged.update_parameters(model)
             total_loss += float(loss.detach()) * len(labels)
             seen += len(labels)
+            check_stop(epoch)
         train_seconds = time.perf_counter() - began
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()

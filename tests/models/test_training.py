@@ -11,6 +11,7 @@ from models import (
     EpochState,
     Sample,
     TrainConfig,
+    TrainingStopped,
     dump_checkpoint,
     encode_metadata,
     fit,
@@ -87,6 +88,33 @@ def test_resume_reproduces_an_uninterrupted_run():
     for name, tensor in full_state.items():
         torch.testing.assert_close(resumed_state[name], tensor, msg=name)
     assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"])
+
+
+def test_should_stop_ends_the_run_between_batches_and_its_blob_resumes_it():
+    train, val = _samples(16, seed=5, size=32), _samples(6, seed=6, size=32)  # 2 batches/epoch
+    full = fit(train, val, config=_tiny_config())
+
+    asked: list[int] = []
+    blobs: list[bytes] = []
+
+    def should_stop() -> bool:  # asked before each epoch and after each batch: 3 per epoch
+        asked.append(len(blobs))
+        return len(asked) == 5  # after epoch 2's first batch
+
+    with pytest.raises(TrainingStopped, match="after 1 complete epochs") as stopped:
+        fit(
+            train,
+            val,
+            config=_tiny_config(),
+            on_epoch=lambda s: blobs.append(s.resume_blob()),
+            should_stop=should_stop,
+        )
+    assert stopped.value.epochs_done == 1 and len(blobs) == 1
+    assert asked == [0, 0, 0, 1, 1]  # the half-trained epoch 2 never reached on_epoch
+
+    resumed = fit(train, val, config=_tiny_config(), resume=blobs[0])
+    for name, tensor in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
 
 
 def test_resume_refuses_a_different_config():
