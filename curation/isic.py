@@ -13,7 +13,8 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from os import PathLike
@@ -26,6 +27,8 @@ from curation._images import unreadable_reason
 from curation.metadata import read_isic_metadata
 
 __all__ = ["IsicCliError", "IsicDownload", "download_images", "isic_cli_version"]
+
+_STOP_POLL_S = 0.5  # how often a download asks its should_stop
 
 # Files isic-cli writes next to the images; everything else named <isic_id>.<ext> is an image.
 _NON_IMAGE_FILES = frozenset({"metadata.csv", "attribution.txt"})
@@ -53,7 +56,8 @@ sys.exit(1)
 
 
 class IsicCliError(RuntimeError):
-    """isic-cli failed (non-zero exit or timeout); `stderr_tail` holds the end of its stderr."""
+    """isic-cli failed (non-zero exit, timeout, or stopped on request: `returncode` None for the
+    last two); `stderr_tail` holds the end of its stderr."""
 
     def __init__(self, message: str, returncode: int | None, stderr_tail: str) -> None:
         super().__init__(message)
@@ -115,42 +119,27 @@ def download_images(
     api_url: str | None = None,
     timeout: float = 600.0,
     check_images: bool = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> IsicDownload:
     """Download images + metadata.csv + attribution.txt + licenses/ into `outdir` with isic-cli.
 
     `limit=0` downloads everything that matches. Images that isic-cli failed to fetch (it still
     exits 0) are listed in `missing`; with `check_images`, files that do not decode (e.g. truncated)
-    are listed in `unreadable`. Raises IsicCliError on a non-zero exit or a timeout.
+    are listed in `unreadable`. Raises IsicCliError on a non-zero exit, a timeout, or when
+    `should_stop` (asked every half second) answers true: isic-cli is killed in the last two.
     """
     outdir = Path(outdir)
     command = build_command(
         outdir, search=search, limit=limit, collections=collections, api_url=api_url
     )
     with tempfile.TemporaryDirectory(prefix="birthmark-isic-") as data_home:
-        try:
-            proc = subprocess.run(
-                command,
-                stdin=subprocess.DEVNULL,  # EOF aborts isic-cli's bug-report prompt: nothing sent
-                capture_output=True,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                env=_isic_env(data_home),
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            tail = _tail(exc.stderr)
-            raise IsicCliError(
-                f"isic-cli timed out after {timeout:g} s (it retries unreachable servers for "
-                f"minutes); stderr ends with: {_excerpt(tail)}",
-                None,
-                tail,
-            ) from exc
-    tail = _tail(proc.stderr)
-    if proc.returncode != 0:
+        returncode, stderr = _run(
+            command, env=_isic_env(data_home), timeout=timeout, should_stop=should_stop
+        )
+    tail = _tail(stderr)
+    if returncode != 0:
         raise IsicCliError(
-            f"isic-cli exited with code {proc.returncode}: {_excerpt(tail)}", proc.returncode, tail
+            f"isic-cli exited with code {returncode}: {_excerpt(tail)}", returncode, tail
         )
     metadata_path = outdir / "metadata.csv"
     if not metadata_path.is_file():
@@ -177,6 +166,48 @@ def download_images(
         licence_files=licences,
         unreadable=unreadable,
     )
+
+
+def _run(
+    command: list[str],
+    *,
+    env: dict[str, str],
+    timeout: float,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[int, str]:
+    """isic-cli's exit code and stderr. Past `timeout`, or once `should_stop` answers true, it is
+    killed and IsicCliError raised."""
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,  # EOF aborts isic-cli's bug-report prompt: nothing sent
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+    ) as proc:
+        while True:
+            left = max(deadline - time.monotonic(), 0.0)
+            try:
+                _, stderr = proc.communicate(
+                    timeout=left if should_stop is None else min(left, _STOP_POLL_S)
+                )
+                return proc.returncode, stderr
+            except subprocess.TimeoutExpired:
+                stopped = should_stop is not None and should_stop()
+                if not stopped and time.monotonic() < deadline:
+                    continue
+                proc.kill()
+                _, stderr = proc.communicate()
+            why = (
+                "was stopped on request"
+                if stopped
+                else f"timed out after {timeout:g} s (it retries unreachable servers for minutes)"
+            )
+            tail = _tail(stderr)
+            raise IsicCliError(f"isic-cli {why}; stderr ends with: {_excerpt(tail)}", None, tail)
 
 
 def find_image_files(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -156,3 +157,20 @@ def test_download_real_shared_images(shared_data, tmp_path):
     assert set(result.metadata["image_type"]) == {"clinical: close-up", "dermoscopic"}
     assert set(result.licence_files) == {"CC-BY", "CC-BY-NC"}
     assert result.metadata["malignant"].isin([0.0, 1.0]).all()
+
+
+def test_should_stop_kills_isic_cli_and_raises(tmp_path):
+    # Nothing listens on the port, so isic-cli would retry for minutes; the stop ends it at once.
+    from benchmarks._stack import free_port
+
+    asked: list[float] = []
+
+    def should_stop() -> bool:
+        asked.append(time.monotonic())
+        return len(asked) >= 2  # the second poll, ~1 s in
+
+    began, nowhere = time.monotonic(), f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(IsicCliError, match="stopped on request") as info:
+        download_images(tmp_path, api_url=nowhere, timeout=300, should_stop=should_stop)
+    assert info.value.returncode is None
+    assert len(asked) == 2 and time.monotonic() - began < 10
