@@ -103,3 +103,12 @@ def test_the_image_installs_the_pinned_cpu_torch():
     # The build context leaves out the virtualenv and any credentials file.
     ignored = (COMPOSE.parent / ".dockerignore").read_text().split()
     assert {".venv", ".env", ".git"} <= set(ignored)
+
+
+def test_workers_get_time_to_hand_their_work_back_on_stop():
+    # Compose's default is 10 s; a worker's warm shutdown finishes its two scoring batches and a
+    # long task's hand-back (workers/shutdown.py) in seconds, so 30 s leaves room on a slow host.
+    for name, svc in _services().items():
+        if name.startswith("worker-"):
+            grace = svc.get("stop_grace_period", "10s")
+            assert grace.endswith("s") and int(grace[:-1]) >= 30, (name, grace)

@@ -154,8 +154,11 @@ def run_isic_pull(
     api_url: str | None,
     timeout: float,
     on_image: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """isic-cli into a temporary folder, then into the store; nothing marked complete on failure."""
+    """isic-cli into a temporary folder, then into the store; nothing marked complete on failure.
+
+    ``should_stop`` stops isic-cli (see ``curation.download_images``)."""
     tmp = Path(tempfile.mkdtemp(prefix="birthmark-pull-"))
     try:
         download = curation.download_images(
@@ -165,6 +168,7 @@ def run_isic_pull(
             collections=collections,
             api_url=api_url,
             timeout=timeout,
+            should_stop=should_stop,
         )
         query = {"search": search, "limit": limit, "collections": collections}
         return store_isic_download(store, pull_id, download, query=query, on_image=on_image)

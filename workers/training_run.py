@@ -181,12 +181,15 @@ def run_training(
     promotion_margin: float = 0.0,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     checkpoint_interval_s: float = 0.0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train on a curated version; returns the run's outcome.
 
     The resume checkpoint (model, optimiser and average: ~80 MB for the default net) is written
     after the first epoch, the last, and any epoch ending ``checkpoint_interval_s`` or more after
     the previous write (0 = every epoch): a killed run loses at most that much training.
+    ``should_stop`` is passed to ``models.fit``, which raises ``models.TrainingStopped`` when it
+    answers true; an epoch that ends while it does is checkpointed whatever the interval.
     """
     if promotion_metric not in PROMOTION_METRICS:  # before hours of training, not after
         raise ValueError(
@@ -214,7 +217,8 @@ def run_training(
     def on_epoch(state: models.EpochState) -> None:
         nonlocal last_write
         due = time.monotonic() - last_write >= checkpoint_interval_s
-        if due or state.epoch in (1, state.epochs):
+        stopping = should_stop is not None and should_stop()
+        if due or stopping or state.epoch in (1, state.epochs):
             store.put(resume_key, state.resume_blob())
             last_write = time.monotonic()
         if on_progress:
@@ -240,6 +244,7 @@ def run_training(
         config=config,
         on_epoch=on_epoch,
         resume=resume,
+        should_stop=should_stop,
     )
     predictor = models.Predictor(result.model, result.card, device=config.device)
     metrics, prob = evaluate_model(predictor, splits["test"], cache)

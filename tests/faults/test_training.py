@@ -91,3 +91,42 @@ def test_training_worker_sigkill_resumes_at_last_epoch(tmp_path, private_redis, 
         assert "resumes from its last checkpoint" in second.output()
         assert job["done"] == job["total"] == 4
         assert st.exists(f"models/{job['result']['model_id']}/card.json")
+
+
+def test_training_worker_sigterm_hands_the_run_back_at_once(tmp_path, private_redis, workers):
+    """SIGTERM (``services down``, ``docker compose stop``) mid-run: the worker stops after the
+    batch under way and requeues the run, which the next worker resumes at once. The visibility
+    timeout stays at its 7 h default, so only the hand-back can bring the run back in time."""
+    from workers.runtime import redis_client, store
+    from workers.submit import submit_task_job
+    from workers.tasks.train import LOCK, run
+
+    env = base_env(tmp_path, private_redis.url)
+    with bound(env):
+        st, r = store(), redis_client()
+        publish_tiny_dataset(st)
+        first = workers.start(env, "train")
+        epochs = 30
+        params = {"epochs": epochs, "image_size": 32, "batch_size": 8, "augment": False}
+        job_id, _ = submit_task_job(run, kind="train", params=params)
+        wait_for(
+            lambda: (job_status(job_id) or {}).get("done", 0) >= 2,
+            timeout=120,
+            what="two epochs trained",
+        )
+        first.stop()  # SIGTERM to the worker's process group; SIGKILL if not gone in 15 s
+        assert first.proc.returncode == 0, first.output()[-3000:]
+        job = job_status(job_id)
+        assert job["status"] == "queued", job
+        assert "worker shut down" in job["message"]
+        assert job["done"] < epochs, "the run ended before the SIGTERM; make it longer"
+        assert r.llen("train") == 1 and r.hlen("unacked") == 0  # back on the queue, not held
+        assert not r.exists(f"birthmark:lock:{LOCK}")
+        assert st.exists(f"models/runs/{job_id}/resume.bin")
+
+        second = workers.start(env, "train")
+        job = wait_job(job_id, timeout=240)
+        assert job["status"] == "done", job
+        assert "resumes from its last checkpoint" in second.output()
+        assert job["done"] == job["total"] == epochs
+        assert r.llen("train") == 0 and r.hlen("unacked") == 0

@@ -17,6 +17,7 @@ from workers.pulls import run_isic_pull
 from workers.runs import counted_run
 from workers.runtime import redis_client, store
 from workers.settings import Settings, get_settings
+from workers.shutdown import check_stop, hand_back_on_shutdown, stop_requested
 from workers.submit import submit_task_job
 from workers.tasks._base import TRANSIENT, JobTask
 
@@ -39,6 +40,7 @@ def phone_thresholds(s: Settings) -> curation_lib.PhoneThresholds | None:
 
 def _progress(r: redis.Redis, job_id: str, stage: str):
     def report(done: int, total: int) -> None:
+        check_stop()  # a safe point: nothing is published before the last image
         jobs.update_job(r, job_id, done=done, total=total, progress={"stage": stage})
 
     return report
@@ -56,6 +58,7 @@ def _pull(r: redis.Redis, job_id: str, params: dict[str, Any]) -> dict[str, Any]
         api_url=s.isic_api_url,
         timeout=s.isic_timeout_s,
         on_image=_progress(r, job_id, "upload"),
+        should_stop=stop_requested,
     )
 
 
@@ -80,7 +83,8 @@ def _publish(r: redis.Redis, job_id: str, pulls: list[str] | None) -> dict[str, 
 def pull(job_id: str) -> dict[str, Any]:
     """Run isic-cli for the job's query and store the pull under raw/isic/<job_id>/."""
     r = redis_client()
-    record = _pull(r, job_id, jobs.get_job(r, job_id)["params"])
+    with hand_back_on_shutdown(r, job_id):
+        record = _pull(r, job_id, jobs.get_job(r, job_id)["params"])
     jobs.update_job(r, job_id, status="done", result=record)
     return record
 
@@ -89,7 +93,8 @@ def pull(job_id: str) -> dict[str, Any]:
 def run(job_id: str) -> dict[str, Any]:
     """Score, dedupe, split and publish a curated version from the job's pulls (default: all)."""
     r = redis_client()
-    summary = _publish(r, job_id, jobs.get_job(r, job_id)["params"].get("pulls") or None)
+    with hand_back_on_shutdown(r, job_id):
+        summary = _publish(r, job_id, jobs.get_job(r, job_id)["params"].get("pulls") or None)
     jobs.update_job(r, job_id, status="done", result=summary)
     return summary
 
@@ -119,8 +124,9 @@ def scheduled() -> str:
 def pull_then_publish(job_id: str) -> dict[str, Any]:
     """The daily job: a pull, then a version over every pull; done only when both are."""
     r = redis_client()
-    record = _pull(r, job_id, jobs.get_job(r, job_id)["params"])
-    summary = _publish(r, job_id, None)
+    with hand_back_on_shutdown(r, job_id):
+        record = _pull(r, job_id, jobs.get_job(r, job_id)["params"])
+        summary = _publish(r, job_id, None)
     result = {"pull_id": record["pull_id"], "pull_counts": record["counts"], **summary}
     jobs.update_job(r, job_id, status="done", result=result)
     return result

@@ -12,6 +12,7 @@ from workers import jobs
 from workers.app import app
 from workers.runtime import redis_client, store
 from workers.settings import get_settings
+from workers.shutdown import hand_back_on_shutdown, stop_requested
 from workers.store import StoreUnavailable
 from workers.submit import submit_task_job
 from workers.tasks._base import TRANSIENT, JobTask
@@ -52,7 +53,11 @@ def train_config(params: dict[str, Any]) -> models.TrainConfig:
     max_retries=5,
 )
 def run(job_id: str) -> dict[str, Any]:
-    """Train, evaluate, register; resumes from the last epoch checkpoint when redelivered."""
+    """Train, evaluate, register; resumes from the last epoch checkpoint when redelivered.
+
+    A worker told to shut down stops the run after the training batch under way, checkpointing
+    first if an epoch has just ended, and puts the message back at the head of the queue.
+    """
     s = get_settings()
     r, st = redis_client(), store()
     job = jobs.get_job(r, job_id)
@@ -74,17 +79,19 @@ def run(job_id: str) -> dict[str, Any]:
             jobs.refresh_lock(r, LOCK, job_id, ttl_s=s.train_time_limit_s)
             jobs.update_job(r, job_id, progress=p, done=p["epoch"], total=p["epochs"])
 
-        outcome = run_training(
-            st,
-            job_id,
-            config=train_config(job["params"]),
-            cache_dir=s.home / "cache" / "decoded",
-            data_version=job["params"].get("data"),
-            promotion_metric=s.promotion_metric,
-            promotion_margin=s.promotion_margin,
-            on_progress=progress,
-            checkpoint_interval_s=s.train_checkpoint_interval_s,
-        )
+        with hand_back_on_shutdown(r, job_id):  # models.TrainingStopped
+            outcome = run_training(
+                st,
+                job_id,
+                config=train_config(job["params"]),
+                cache_dir=s.home / "cache" / "decoded",
+                data_version=job["params"].get("data"),
+                promotion_metric=s.promotion_metric,
+                promotion_margin=s.promotion_margin,
+                on_progress=progress,
+                checkpoint_interval_s=s.train_checkpoint_interval_s,
+                should_stop=stop_requested,
+            )
         jobs.update_job(r, job_id, status="done", result=outcome, message="")
         try:  # after "done": a redelivery from here on finds the job done, not a fresh start
             discard_checkpoint(st, job_id)
