@@ -19,7 +19,7 @@ import curation
 import models
 from workers.isolated_decode import DecoderCrashed, DecoderHung, decode_in_child
 from workers.pulls import list_pulls, read_pull_images
-from workers.store import ObjectMissing, Store
+from workers.store import ObjectMissing, Store, UnknownId
 
 __all__ = [
     "image_features",
@@ -221,7 +221,7 @@ def read_version_summary(store: Store, version: str) -> dict[str, Any]:
     try:
         return json.loads(store.get(f"curated/{version}/summary.json"))
     except ObjectMissing:
-        raise ValueError(
+        raise UnknownId(
             f"unknown curated version {version!r}; see `birthmark curate versions`"
         ) from None
 

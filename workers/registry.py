@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from workers.store import ObjectMissing, Store
+from workers.store import ObjectMissing, Store, UnknownId
 
 __all__ = [
     "CHAMPION_KEY",
@@ -75,7 +75,7 @@ def read_card(store: Store, model_id: str) -> dict[str, Any]:
     try:
         return json.loads(store.get(f"models/{model_id}/card.json"))
     except ObjectMissing:
-        raise ValueError(f"unknown model {model_id!r}; see `birthmark models list`") from None
+        raise UnknownId(f"unknown model {model_id!r}; see `birthmark models list`") from None
 
 
 def read_weights(store: Store, model_id: str) -> bytes:

@@ -39,6 +39,7 @@ __all__ = [
     "ObjectTooLarge",
     "StoreUnavailable",
     "InvalidKey",
+    "UnknownId",
     "validate_key",
     "open_store",
 ]
@@ -61,6 +62,11 @@ class StoreUnavailable(OSError):
 
 class InvalidKey(ValueError):
     """A key that must not be used: traversal, absolute path, control characters, too long."""
+
+
+class UnknownId(ValueError):
+    """An id (model, curated version) that names nothing in the store. A ValueError, so callers
+    that catch those still do; the CLI makes it bad usage (exit 2), as click does a missing path."""
 
 
 def validate_key(key: str) -> str:

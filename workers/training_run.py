@@ -25,7 +25,7 @@ import models
 from curation.splits import split_group_keys
 from workers import registry
 from workers.settings import PROMOTION_METRICS
-from workers.store import ObjectMissing, Store
+from workers.store import ObjectMissing, Store, UnknownId
 
 __all__ = ["load_manifest", "latest_version", "make_samples", "run_training", "evaluate_model"]
 
@@ -47,7 +47,7 @@ def load_manifest(store: Store, version: str | None = None) -> tuple[str, pd.Dat
     try:
         data = store.get(f"curated/{version}/manifest.parquet")
     except ObjectMissing:
-        raise ValueError(
+        raise UnknownId(
             f"unknown curated version {version!r}; see `birthmark curate versions`"
         ) from None
     return version, curation.manifest_from_parquet(data)

@@ -123,10 +123,12 @@ def test_versions_table_and_diff_of_an_unknown_version(st, tmp_path):
     assert res.exit_code == 0, res.output
     row = next(line for line in res.output.splitlines() if summary["version"] in line)
     assert f"│ {summary['rows']} " in row and "'accepted'" in row
-    res = runner.invoke(app, ["curate", "diff", summary["version"], "nope00000000"])
-    # main() prints a ValueError as one line (it used to be "error: 'curated/nope.../manifest...'")
-    assert isinstance(res.exception, ValueError)
-    assert "unknown curated version 'nope00000000'" in str(res.exception)
+    res = runner.invoke(
+        app, ["curate", "diff", summary["version"], "nope00000000"], env={"COLUMNS": "200"}
+    )
+    # Bad usage naming the version (it used to be "error: 'curated/nope.../manifest...'")
+    assert res.exit_code == 2, res.output
+    assert "unknown curated version 'nope00000000'" in res.output
 
 
 def test_a_decoder_bug_on_one_image_makes_it_unreadable_not_a_failed_version(

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from workers import jobs
 from workers.runtime import redis_client
+from workers.store import UnknownId
 
 console = Console()
 err_console = Console(stderr=True)
@@ -20,6 +24,17 @@ err_console = Console(stderr=True)
 TERMINAL = {"done", "failed", "skipped"}
 # A job still queued after this long makes wait_for_job ask whether any worker consumes its queue.
 NO_WORKER_CHECK_S = 5.0
+
+
+@contextmanager
+def known(argument: str) -> Iterator[None]:
+    """An id that names nothing is bad usage (exit 2), as click makes a path that does not
+    exist: exit 1 stays "failed" (for `jobs status` and `--wait`: the job failed), so a script
+    can tell a failed job from a mistyped or expired id. ``argument``: its metavar, e.g. V1."""
+    try:
+        yield
+    except UnknownId as err:
+        raise typer.BadParameter(str(err), param_hint=f"'{argument}'") from None
 
 
 def print_json(obj: Any) -> None:

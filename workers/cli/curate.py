@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 import curation
 from workers import curating, pulls
-from workers.cli._common import console, err_console, print_json, table, wait_for_job
+from workers.cli._common import console, err_console, known, print_json, table, wait_for_job
 from workers.runtime import store
 from workers.submit import submit_task_job
 
@@ -177,8 +177,10 @@ def diff(v1: str, v2: str, as_json: bool = typer.Option(False, "--json")) -> Non
     from workers.training_run import load_manifest
 
     st = store()
-    _, old = load_manifest(st, v1)
-    _, new = load_manifest(st, v2)
+    with known("V1"):
+        _, old = load_manifest(st, v1)
+    with known("V2"):
+        _, new = load_manifest(st, v2)
     changes = curation.diff_manifests(old, new)
     if as_json:
         print_json(changes.to_dict("records"))

@@ -25,7 +25,9 @@ def _when(ts: float) -> str:
 def _get(job_id: str) -> dict:
     job = jobstore.get_job(redis_client(), job_id)
     if job is None:
-        raise typer.BadParameter(f"unknown job {job_id!r}; see `birthmark jobs list`")
+        raise typer.BadParameter(  # bad usage (exit 2): see _common.known
+            f"unknown job {job_id!r}; see `birthmark jobs list`", param_hint="'JOB_ID'"
+        )
     return job
 
 
@@ -63,7 +65,9 @@ def status(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One job: status, progress, errors, result."""
-    job = wait_for_job(job_id, quiet=as_json) if wait else _get(job_id)
+    job = _get(job_id)  # an unknown id is bad usage with --wait too (wait_for_job: failed)
+    if wait:
+        job = wait_for_job(job_id, quiet=as_json)
     if as_json:
         print_json(job)
         if job["status"] == "failed":  # the same exit code as the table

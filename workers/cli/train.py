@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from workers import registry
-from workers.cli._common import console, err_console, print_json, table, wait_for_job
+from workers.cli._common import console, err_console, known, print_json, table, wait_for_job
 from workers.runtime import store
 from workers.submit import submit_task_job
 
@@ -122,10 +122,15 @@ def _f(v) -> str:
 def show(model_id: str = typer.Argument(None, help="Default: the champion")) -> None:
     """A model's card (JSON)."""
     st = store()
-    model_id = model_id or registry.champion_id(st)
     if model_id is None:
-        raise typer.BadParameter("no champion yet; run `birthmark train`")
-    print_json(registry.read_card(st, model_id))
+        champion = registry.champion_id(st)
+        if champion is None:
+            raise typer.BadParameter("no champion yet; run `birthmark train`")
+        print_json(registry.read_card(st, champion))  # the pointer's card gone: failed, not usage
+        return
+    with known("MODEL_ID"):
+        card = registry.read_card(st, model_id)
+    print_json(card)
 
 
 @models_app.command()
@@ -133,7 +138,8 @@ def promote(
     model_id: str, reason: str = typer.Option("manual promotion", help="Recorded in history")
 ) -> None:
     """Make MODEL_ID the champion now."""
-    registry.promote(store(), model_id, reason=reason, actor="cli")
+    with known("MODEL_ID"):
+        registry.promote(store(), model_id, reason=reason, actor="cli")
     console.print(f"champion: [bold]{model_id}[/]")
 
 
