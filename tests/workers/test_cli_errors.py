@@ -43,3 +43,38 @@ def test_an_unknown_id_is_bad_usage_in_every_command(env, args):
     assert result.exit_code == 2, result.output
     assert unknown in result.output and "Invalid value" in result.output
     assert st.read_pointer("models/CHAMPION") is None  # promote changed nothing
+
+
+def test_a_service_error_that_ends_a_sentence_is_not_given_a_second_full_stop():
+    """redis-py's text ends with its own full stop; the message used to read "refused.. Is"."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from tests.conftest import free_port
+    from workers.cli import _unavailable
+
+    with pytest.raises(redis.ConnectionError) as refused:
+        redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)).ping()
+    err = refused.value
+    assert str(err).endswith("Connection refused.")
+    assert _unavailable(err) == f"{err} Is `birthmark services up` running?"
+
+
+def test_an_unreachable_store_is_one_sentence_and_exit_1(s3_env, monkeypatch, capsys):
+    """Through main(), as a user meets it: an S3 endpoint where nothing listens."""
+    from tests.conftest import free_port, reset_caches
+    from workers.cli import main
+
+    monkeypatch.setenv("BIRTHMARK_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr("sys.argv", ["birthmark", "models", "list"])
+    reset_caches()
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    line = " ".join(capsys.readouterr().err.split())
+    assert line == (
+        "service unavailable: S3 unreachable: EndpointConnectionError. "
+        "Is `birthmark services up` running?"
+    )

@@ -38,6 +38,15 @@ def _register_optional() -> None:
 _register_optional()
 
 
+def _unavailable(err: Exception) -> str:
+    """The error, one full stop, and what to check: redis-py's own text already ends with one
+    ("Error 111 connecting to 127.0.0.1:6379. Connection refused.")."""
+    text = str(err).rstrip()
+    if not text.endswith((".", "!", "?")):
+        text += "."
+    return f"{text} Is `birthmark services up` running?"
+
+
 def main() -> None:
     """Entry point: user errors exit 1 with one clear line; usage errors exit 2 (click)."""
     try:
@@ -46,9 +55,7 @@ def main() -> None:
         err_console.print(f"[red]error:[/] {err}")
         sys.exit(1)
     except (StoreUnavailable, redis.ConnectionError, redis.TimeoutError) as err:
-        err_console.print(
-            f"[red]service unavailable:[/] {err}. Is `birthmark services up` running?"
-        )
+        err_console.print(f"[red]service unavailable:[/] {_unavailable(err)}")
         sys.exit(1)
     except TimeoutError as err:
         err_console.print(f"[red]timed out:[/] {err}")
