@@ -40,8 +40,8 @@ def _clean(v: Any) -> Any:
 
 def _unreadable(reason: str) -> dict[str, Any]:
     """The features of an image that could not be read: rejected, with ``reason``."""
-    return {"readable": False, "phone_score": 0.0, "phone_verdict": "rejected",
-            "phone_reasons": reason, "phash": None}  # fmt: skip
+    return {"readable": False, "unreadable_reason": reason, "phone_score": 0.0,
+            "phone_verdict": "rejected", "phone_reasons": reason, "phash": None}  # fmt: skip
 
 
 def image_features(
@@ -83,6 +83,7 @@ def image_features(
     verdict = curation.phone_likeness(decoded.image, metadata, thresholds=thresholds)
     return {
         "readable": True,
+        "unreadable_reason": None,
         "phone_score": float(verdict.score),
         "phone_verdict": verdict.verdict,
         "phone_reasons": "; ".join(verdict.reasons),
@@ -175,7 +176,13 @@ def publish_version(
         # Never wait here: a hung decoder's thread cannot be stopped, and the rest are cancelled.
         pool.shutdown(wait=False, cancel_futures=True)
     feats = pd.DataFrame(features)
-    # Cues measured now win over any stale copy the pull's table carries (e.g. readable).
+    # Cues measured now win over any stale copy the pull's table carries (e.g. readable); an
+    # image unreadable now keeps the import check's reason where it gave one (which also names
+    # a file that was never stored), else the decoder's.
+    if "unreadable_reason" in images:
+        earlier = images["unreadable_reason"].map(lambda v: _clean(v) or None)
+        keep = ~feats["readable"].astype(bool) & earlier.notna()
+        feats["unreadable_reason"] = feats["unreadable_reason"].where(~keep, earlier)
     table = pd.concat(
         [images.drop(columns=[c for c in feats.columns if c in images]), feats], axis=1
     )

@@ -155,3 +155,26 @@ def test_a_decoder_bug_on_one_image_makes_it_unreadable_not_a_failed_version(
     assert not features["raw/x/odd.jpg"]["readable"]
     assert "TypeError" in features["raw/x/odd.jpg"]["phone_reasons"]
     assert "unexpected decoder error" in caplog.text
+
+
+def test_an_image_only_curation_cannot_decode_says_why(st, tmp_path):
+    """`unreadable_reason` came only from the import check: an image that passed it but that
+    curation could not decode (its stored copy cut short after the import) was rejected with
+    the column empty, so a reviewer could not see why."""
+    from workers.training_run import load_manifest
+
+    folder = _sample(tmp_path)
+    (folder / "ISIC_9000001.jpg").write_bytes(b"not really a jpeg")  # the import check's find
+    record, _ = _import(st, folder)
+    key = f"raw/isic/{record['pull_id']}/ISIC_9000002.jpg"
+    whole = st.get(key)
+    st.put(key, whole[: len(whole) // 2])
+    _, manifest = load_manifest(st, curating.publish_version(st, threads=1)["version"])
+    rows = manifest.set_index("isic_id")
+    cut = rows.loc["ISIC_9000002"]
+    assert not cut["readable"] and cut["verdict"] == "rejected"
+    assert cut["unreadable_reason"].startswith(
+        "unreadable: cannot decode JPEG image: image file is truncated"
+    )
+    assert rows.loc["ISIC_9000001", "unreadable_reason"] == "not an image"  # kept, not replaced
+    assert rows.loc[rows["readable"], "unreadable_reason"].isna().all()
