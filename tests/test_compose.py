@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import subprocess
+import time
 import tomllib
 from pathlib import Path
 
@@ -83,6 +87,33 @@ def test_a_solo_worker_busy_with_a_task_is_not_reported_unhealthy():
         check = _services()[f"worker-{queue}"]["healthcheck"]["test"][1]
         if pool == "solo":
             assert "|| " in check and f"birthmark:lock:{LOCK}" in check, queue
+
+
+def test_beat_is_healthy_only_while_it_keeps_rewriting_its_schedule(tmp_path):
+    """`test -f` on the schedule file passed for a hung beat once the file had ever existed.
+    The check runs here against a stand-in folder: missing, fresh, then stale."""
+    from celery.beat import Scheduler
+
+    beat = _services()["beat"]
+    schedule = Path(beat["command"][beat["command"].index("--schedule") + 1])
+    kind, check = beat["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and str(schedule.parent) in check
+    window_s = 60 * int(re.search(r"-mmin -(\d+)\b", check).group(1))
+    # Beat writes the file on waking once sync_every (180 s) has passed since the last write,
+    # and sleeps at most beat_max_loop_interval (celery's default 300 s unless set).
+    assert app.conf.beat_max_loop_interval, "unset, beat may sleep 300 s between writes"
+    assert window_s > Scheduler.sync_every + app.conf.beat_max_loop_interval
+
+    def healthy() -> bool:
+        local = check.replace(str(schedule.parent), str(tmp_path))
+        return subprocess.run(["sh", "-c", local], timeout=30).returncode == 0
+
+    assert not healthy()  # beat never wrote it
+    (tmp_path / schedule.name).write_bytes(b"")
+    assert healthy()
+    stale = time.time() - window_s - 5
+    os.utime(tmp_path / schedule.name, (stale, stale))
+    assert not healthy()
 
 
 def test_published_ports_are_on_loopback():

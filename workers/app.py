@@ -85,6 +85,10 @@ class _Config:
     worker_send_task_events = True
     task_send_sent_event = True
     timezone = "UTC"
+    # Beat writes its schedule file when it wakes and 180 s (celery.beat.Scheduler.sync_every,
+    # fixed) have passed since the last write; capping its sleep (celery: 300 s) bounds the
+    # gap between writes to ~240 s, which the compose healthcheck's 5-minute window relies on.
+    beat_max_loop_interval = 60
 
     task_queues = [Queue(q) for q in QUEUES]
     task_default_queue = "score"
