@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import io
 import struct
+import tomllib
 import zlib
+from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
-from PIL import Image, ImageOps
+from packaging.requirements import Requirement
+from PIL import Image, ImageOps, features
 
 from models import DecodedImage, ImageError, decode_image, to_tensor
 
@@ -146,6 +150,22 @@ def test_heic():
 def test_webp_and_bmp():
     assert decode_image(encode(_rgb(), "WEBP")).format == "WEBP"
     assert decode_image(encode(_rgb(), "BMP")).format == "BMP"
+
+
+def test_avif_decodes_with_the_installed_pillow():
+    """AVIF is an upload format scoring accepts; Pillow's wheels carry libavif from 11.3.0 on
+    (11.2.1 read AVIF only when built from source against libavif)."""
+    assert features.check("avif"), f"Pillow {PIL.__version__} was built without AVIF"
+    decoded = decode_image(encode(_rgb((64, 48)), "AVIF"))
+    assert decoded.format == "AVIF" and decoded.original_size == (64, 48)
+
+
+def test_the_pillow_requirement_admits_no_wheel_without_avif():
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    deps = [Requirement(d) for d in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
+    pillow = next(r for r in deps if r.name.lower() == "pillow")
+    assert not pillow.specifier.contains("11.2.1"), f"{pillow} allows a Pillow without AVIF"
+    assert pillow.specifier.contains("11.3.0")
 
 
 def test_one_pixel_image_decodes():
