@@ -4,7 +4,7 @@ Celery's warm shutdown (SIGTERM: ``services down``, ``docker compose stop``) wai
 tasks to end. A training run or a curation job can take hours, so the process manager kills the
 worker first, and the task's message, unacknowledged, comes back only after the visibility timeout
 (7 h). Instead a long task asks ``stop_requested()`` at safe points, stops there, and
-``hand_back_on_shutdown`` puts its message back at the head of its queue for the next worker.
+``hand_back_on_shutdown`` puts its message back on its queue for the next worker.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def check_stop() -> None:
 def hand_back_on_shutdown(r: redis.Redis, job_id: str) -> Iterator[None]:
     """Run a job's work; an error raised once the worker is shutting down (its own safe point, or
     a child process killed with the worker's group) does not fail the job: the job goes back to
-    ``queued`` and the message back at the head of its queue (``Reject(requeue=True)``).
+    ``queued`` and the message back on its queue (``Reject(requeue=True)``: kombu queues it again
+    as a new message would be, behind any already waiting).
     """
     try:
         yield

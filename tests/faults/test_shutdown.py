@@ -4,7 +4,7 @@ Celery's warm shutdown waits for running tasks, and a pull can run for hours, so
 manager (``services down`` after 15 s, ``docker compose stop`` after its grace period) kills the
 worker and the job's unacknowledged message would come back only after the visibility timeout
 (7 h). The job's task stops at a safe point instead (isic-cli killed), its job goes back to
-``queued`` and its message to the head of the queue, and the next worker runs it at once. The
+``queued`` and its message back on the queue, and the next worker runs it at once. The
 training run's twin: ``test_training.py::test_training_worker_sigterm_hands_the_run_back_at_once``.
 """
 

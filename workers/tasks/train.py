@@ -56,7 +56,7 @@ def run(job_id: str) -> dict[str, Any]:
     """Train, evaluate, register; resumes from the last epoch checkpoint when redelivered.
 
     A worker told to shut down stops the run after the training batch under way, checkpointing
-    first if an epoch has just ended, and puts the message back at the head of the queue.
+    first if an epoch has just ended, and puts the message back on the queue.
     """
     s = get_settings()
     r, st = redis_client(), store()
