@@ -111,6 +111,8 @@ app = Celery(
 )
 app.config_from_object(_Config())
 
+from workers import holders  # noqa: E402, F401  (signal handlers: alive keys, task holders)
+
 
 def consumers(queue: str, *, timeout: float = 1.0) -> list[str]:
     """The workers (by name) consuming ``queue`` that answer a broadcast within ``timeout`` s.

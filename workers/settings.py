@@ -205,6 +205,12 @@ class Settings(BaseSettings):
         description="The sweep leaves alone jobs queued less than this long ago (a submitter "
         "records a job, then queues its plan).",
     )
+    worker_alive_ttl_s: float = Field(
+        default=45.0,
+        ge=1,
+        description="A worker refreshes its alive key in Redis every quarter of this; once it "
+        "has not for this long, the sweep puts the tasks it held back on their queues.",
+    )
 
     # --- credentials (never logged) -------------------------------------------------------
     redis_password: SecretStr | None = None

@@ -103,6 +103,33 @@ def test_queued_and_unacknowledged_batches_are_not_lost_a_missing_one_is(idle_br
     assert requeue_lost(min_age_s=0, confirm_s=0) == []  # nothing queued twice
 
 
+def test_sweep_queues_again_what_a_dead_worker_held_and_leaves_a_live_ones(idle_broker):
+    from typer.testing import CliRunner
+
+    from workers.cli import app as cli
+    from workers.holders import alive_key, holder_key
+    from workers.sweeper import batch_task_id
+
+    r, st = idle_broker
+    job_id = _planned_job(r)
+    dead, live = batch_task_id(job_id, 0), batch_task_id(job_id, 1)
+    _hold_unacked(r, _take(r, dead), "tag-dead")
+    _hold_unacked(r, _take(r, live), "tag-live")
+    r.set(holder_key(dead), "score@gone")  # its worker's alive key has expired
+    r.set(holder_key(live), "score@here")
+    r.set(alive_key("score@here"), "1", ex=60)
+
+    argv = ["jobs", "sweep", "--confirm-s", "0", "--min-age-s", "0"]
+    out = CliRunner().invoke(cli, argv, env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert f"queued again: {dead} (its worker score@gone is gone)" in out.output
+    assert live not in out.output and "nothing lost" not in out.output
+    assert set(r.hkeys("unacked")) == {"tag-live"}
+    assert r.lindex(QUEUE, -1) and json.loads(r.lindex(QUEUE, -1))["headers"]["id"] == dead
+    assert not r.exists(holder_key(dead))  # the next worker records itself when it takes it
+    assert _find(r, st) == []  # nothing lost either: every batch queued or held
+
+
 def test_a_message_seen_by_the_second_look_is_not_lost(idle_broker):
     """A message between BRPOP and the unacked record is in neither place for an instant."""
     from workers.sweeper import batch_task_id, find_lost

@@ -67,9 +67,12 @@ def test_second_concurrent_run_is_skipped_by_the_lock(tmp_path, private_redis):
 def test_training_worker_sigkill_resumes_at_last_epoch(tmp_path, private_redis, workers):
     from workers.runtime import store
     from workers.submit import submit_task_job
+    from workers.tasks.sweep import restore_orphans
     from workers.tasks.train import run
 
-    env = base_env(tmp_path, private_redis.url, BIRTHMARK_VISIBILITY_TIMEOUT_S="4")
+    # The visibility timeout stays at 7 h: the run comes back because the sweep finds its
+    # worker's alive key expired (workers.holders) and puts the message back on the queue.
+    env = base_env(tmp_path, private_redis.url, BIRTHMARK_WORKER_ALIVE_TTL_S="3")
     with bound(env):
         st = store()
         publish_tiny_dataset(st)
@@ -86,6 +89,13 @@ def test_training_worker_sigkill_resumes_at_last_epoch(tmp_path, private_redis, 
         assert st.exists(f"models/runs/{job_id}/resume.bin")
 
         second = workers.start(env, "train")
+        handed_back = []
+        wait_for(
+            lambda: handed_back.extend(restore_orphans(confirm_s=0.5)) or handed_back,
+            timeout=30,
+            what="the dead worker's run handed back",
+        )
+        assert [o.task_id for o in handed_back] == [f"{job_id}.run"]
         job = wait_job(job_id, timeout=180)
         assert job["status"] == "done", job
         assert "resumes from its last checkpoint" in second.output()

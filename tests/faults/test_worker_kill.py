@@ -16,6 +16,7 @@ from tests.faults._support import (
     freeze_when,
     part_count,
     upload_samples,
+    wait_for,
     wait_job,
 )
 from tests.faults.conftest import base_env, bound
@@ -78,3 +79,72 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path, private_redis,
         assert (summary["total"], summary["ok"]) == (N_INPUTS, N_INPUTS)
         assert r.hlen("unacked") == 0
         assert "score.batch" in second.output()
+
+
+def test_sweep_hands_back_a_dead_workers_batches_long_before_the_visibility_timeout(
+    tmp_path, private_redis, workers
+):
+    """The same kill with the visibility timeout at its 7 h default: the batches come back
+    because the dead worker's alive key expired (``workers.holders``) and the sweep put the
+    messages it held back on the queue (``restore_orphans``), not because kombu timed them out."""
+    from workers import holders, results
+    from workers.runtime import redis_client, store
+    from workers.submit import submit_scoring
+    from workers.tasks.sweep import restore_orphans
+
+    env = base_env(
+        tmp_path,
+        private_redis.url,
+        BIRTHMARK_SCORE_BATCH_SIZE=str(BATCH),
+        BIRTHMARK_SCORE_PREFETCH_THREADS="1",
+        BIRTHMARK_WORKER_ALIVE_TTL_S="3",
+    )
+    with bound(env):
+        st, r = store(), redis_client()
+        publish_tiny_champion(st)
+        keys = upload_samples(st, "orphans", N_INPUTS)
+        first = workers.start(env)
+        job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
+        slots = first.concurrency
+
+        def recorded_holders() -> set[str | None]:
+            return {r.get(holders.holder_key(t)) for t in _held_task_ids(r)}
+
+        # Taken messages get their holder a moment after kombu records them (task_received); a
+        # kill inside that moment leaves one to the visibility timeout, which test_sigkill covers.
+        freeze_when(
+            first,
+            lambda: (
+                r.hlen("unacked") == slots
+                and part_count(st, job_id) >= 2
+                and None not in recorded_holders()
+            ),
+            timeout=60,
+            what=f"{slots} batches in flight after 2 parts, their holder recorded",
+        )
+        held = recorded_holders()
+        assert len(held) == 1, held  # both recorded as the first worker's
+        assert restore_orphans(confirm_s=0.5) == []  # frozen, its key still alive: not orphans
+        first.kill()
+        second = workers.start(env)
+
+        handed_back = []
+        wait_for(
+            lambda: handed_back.extend(restore_orphans(confirm_s=0.5)) or handed_back,
+            timeout=30,
+            what="the dead worker's batches handed back",
+        )
+        assert len(handed_back) == slots and {o.worker for o in handed_back} == held
+        job = wait_job(job_id, timeout=90)
+        assert job["status"] == "done", job
+        assert_one_row_per_input(list(results.read_rows(st, job_id)), keys)
+        assert part_count(st, job_id) == N_INPUTS // BATCH
+        assert r.hlen("unacked") == 0
+        assert restore_orphans(confirm_s=0) == []  # the live worker's key is kept alive
+        assert "score.batch" in second.output()
+
+
+def _held_task_ids(r) -> list[str]:
+    from workers.sweeper import _id_of, _loads
+
+    return [_id_of(_loads(v)[0]) for v in r.hvals("unacked")]

@@ -156,12 +156,15 @@ def sweep(
         show_default="BIRTHMARK_SWEEP_MIN_AGE_S",
     ),
 ) -> None:
-    """Find work the broker lost and queue it again (beat does this every
+    """Queue again the tasks of dead workers and the work the broker lost (beat does this every
     BIRTHMARK_SWEEP_INTERVAL_S; safe to repeat)."""
-    from workers.tasks.sweep import requeue_lost
+    from workers.tasks.sweep import requeue_lost, restore_orphans
 
+    orphans = restore_orphans(confirm_s=confirm_s)
+    for orphan in orphans:
+        console.print(f"queued again: {orphan.task_id} (its worker {orphan.worker} is gone)")
     found = requeue_lost(min_age_s=min_age_s, confirm_s=confirm_s)
     for lost in found:
         console.print(f"queued again: {lost.describe()}")
-    if not found:
+    if not found and not orphans:
         console.print("nothing lost: every unfinished job's work is queued or running")

@@ -12,6 +12,7 @@ import time
 
 from workers import jobs, sweeper
 from workers.app import QUEUES, app
+from workers.holders import holder_key
 from workers.runtime import redis_client, store
 from workers.settings import get_settings
 from workers.tasks.score import batch, finalize, queue_plan
@@ -26,9 +27,34 @@ def sweep() -> list[str] | None:
     if not jobs.acquire_lock(r, "sweep", owner, ttl_s=300):
         return None
     try:
-        return [lost.describe() for lost in requeue_lost()]
+        handed_back = [f"{o.task_id}: from {o.worker}" for o in restore_orphans()]
+        return handed_back + [lost.describe() for lost in requeue_lost()]
     finally:
         jobs.release_lock(r, "sweep", owner)
+
+
+def restore_orphans(*, confirm_s: float = 5.0) -> list[sweeper.Orphan]:
+    """Put the messages held by dead workers (``sweeper.find_orphans``) back on their queues, at
+    the end consumers take from next, with kombu's own restore (the one the visibility timeout
+    runs): one transaction per message, which does nothing if the message was acknowledged.
+
+    A worker only cut off from Redis for ``BIRTHMARK_WORKER_ALIVE_TTL_S`` is taken for dead: its
+    task then runs twice, which every task here tolerates (a batch overwrites its part; a
+    training run resumes from the same checkpoint under the same lock owner).
+    """
+    r = redis_client()
+    found = sweeper.find_orphans(r, confirm_s=confirm_s)
+    if not found:
+        return []
+    with app.connection_for_write() as conn:
+        qos = conn.default_channel.qos
+        for orphan in found:
+            log.warning(
+                "%s was held by %s, which is gone: queued again", orphan.task_id, orphan.worker
+            )
+            qos.restore_by_tag(orphan.tag)
+            r.delete(holder_key(orphan.task_id))
+    return found
 
 
 def requeue_lost(*, min_age_s: float | None = None, confirm_s: float = 5.0) -> list[sweeper.Lost]:

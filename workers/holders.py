@@ -1,0 +1,103 @@
+"""Which worker holds which task, and which workers are alive: so the sweep can hand back the
+work of a worker that died.
+
+A task a worker has taken stays unacknowledged in Redis until it ends (``task_acks_late``). When
+the worker dies (SIGKILL, the OOM killer, a lost machine), kombu puts the message back only after
+the visibility timeout, which must outlast the longest task (7 h: a training run). Instead each
+worker process keeps a key alive in Redis (``alive_key``, refreshed four times per
+``BIRTHMARK_WORKER_ALIVE_TTL_S``, after which it expires) and records its own name for each task
+it runs (``holder_key``). A message held unacknowledged by a worker whose key has expired is
+orphaned: :func:`workers.sweeper.find_orphans` finds it and the sweep puts it back on its queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+from celery.signals import task_postrun, task_received, worker_ready, worker_shutdown
+
+from workers.runtime import redis_client
+from workers.settings import get_settings
+
+__all__ = ["alive_key", "holder_key"]
+
+log = logging.getLogger(__name__)
+
+_PREFIX = "birthmark:"
+_stop = threading.Event()
+_beating: set[str] = set()
+_beating_lock = threading.Lock()
+
+
+def alive_key(worker: str) -> str:
+    return f"{_PREFIX}alive:{worker}"
+
+
+def holder_key(task_id: str) -> str:
+    return f"{_PREFIX}holder:{task_id}"
+
+
+def _beat(worker: str) -> None:
+    # Four beats per TTL: a worker this quiet is dead or cut off, not busy (the beat is a thread
+    # of its own, and the model and decoders release the GIL).
+    ttl_s = get_settings().worker_alive_ttl_s
+    while True:
+        try:
+            redis_client().set(alive_key(worker), "1", px=int(ttl_s * 1000))
+        except (redis.RedisError, OSError) as err:
+            log.warning("worker %s: could not refresh its alive key: %s", worker, err)
+        if _stop.wait(ttl_s / 4):
+            return
+
+
+def _ensure_beating(worker: str) -> None:
+    with _beating_lock:
+        if worker in _beating:
+            return
+        _beating.add(worker)
+    threading.Thread(target=_beat, args=(worker,), name="alive-beat", daemon=True).start()
+
+
+@worker_ready.connect
+def _start_beating(sender: Any = None, **_: Any) -> None:
+    worker = getattr(sender, "hostname", None)
+    if worker:
+        _ensure_beating(worker)
+
+
+@worker_shutdown.connect
+def _stop_beating(sender: Any = None, **_: Any) -> None:
+    _stop.set()  # the key expires on its own; its tasks ended or were handed back by then
+
+
+def _worker_of(task: Any) -> str | None:
+    """The worker running ``task`` now; None for a task run in process (``apply``)."""
+    request = getattr(task, "request", None)
+    if request is None or getattr(request, "is_eager", False):
+        return None
+    return getattr(request, "hostname", None)
+
+
+@task_received.connect
+def _record_holder(request: Any = None, **_: Any) -> None:
+    # On receipt, in the worker's main process: a message taken but not started yet is held too.
+    task_id, worker = getattr(request, "id", None), getattr(request, "hostname", None)
+    if task_id and worker:
+        _ensure_beating(worker)  # also where worker_ready came late or not at all
+        ttl = get_settings().visibility_timeout_s  # kombu's own restore takes over after it
+        try:
+            redis_client().set(holder_key(task_id), worker, ex=ttl)
+        except (redis.RedisError, OSError) as err:  # the visibility timeout still covers it
+            log.warning("task %s: could not record its worker: %s", task_id, err)
+
+
+@task_postrun.connect
+def _forget_holder(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    if task_id and _worker_of(task):
+        try:
+            redis_client().delete(holder_key(task_id))
+        except (redis.RedisError, OSError) as err:
+            log.warning("task %s: could not forget its worker: %s", task_id, err)
