@@ -355,6 +355,7 @@ class Worker:
         *,
         pool: str | None = None,
         concurrency: int | None = None,
+        name: str | None = None,
     ) -> None:
         from workers.services import POOLS
 
@@ -366,12 +367,13 @@ class Worker:
         self.log = log
         self.pool = pool or default[0]
         self.concurrency = concurrency or default[1]
+        # Unique unless given: a restarted worker (compose, services up) keeps its name.
+        self.name = name or f"{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@test"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> Worker:
-        name = f"{self.queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@test"
         args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", self.queues,
-                "-n", name, "--pool", self.pool, "--concurrency", str(self.concurrency),
+                "-n", self.name, "--pool", self.pool, "--concurrency", str(self.concurrency),
                 "--loglevel", "INFO", "--without-gossip", "--without-mingle",
                 "--without-heartbeat"]  # fmt: skip
         self.fh = open(self.log, "ab")  # noqa: SIM115

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from typing import Any
 
 import redis
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 
 _PREFIX = "birthmark:"
 _stop = threading.Event()
+# A restarted worker keeps its name (compose restarts a container under the same hostname), so
+# the name of this process's incarnation is what holds tasks: the old one's key stays expired.
+_INCARNATION = uuid.uuid4().hex[:8]
 _beating: set[str] = set()
 _beating_lock = threading.Lock()
 
@@ -61,9 +65,13 @@ def _ensure_beating(worker: str) -> None:
     threading.Thread(target=_beat, args=(worker,), name="alive-beat", daemon=True).start()
 
 
+def _incarnation(hostname: str | None) -> str | None:
+    return f"{hostname}/{_INCARNATION}" if hostname else None
+
+
 @worker_ready.connect
 def _start_beating(sender: Any = None, **_: Any) -> None:
-    worker = getattr(sender, "hostname", None)
+    worker = _incarnation(getattr(sender, "hostname", None))
     if worker:
         _ensure_beating(worker)
 
@@ -84,7 +92,7 @@ def _worker_of(task: Any) -> str | None:
 @task_received.connect
 def _record_holder(request: Any = None, **_: Any) -> None:
     # On receipt, in the worker's main process: a message taken but not started yet is held too.
-    task_id, worker = getattr(request, "id", None), getattr(request, "hostname", None)
+    task_id, worker = getattr(request, "id", None), _incarnation(getattr(request, "hostname", None))
     if task_id and worker:
         _ensure_beating(worker)  # also where worker_ready came late or not at all
         ttl = get_settings().visibility_timeout_s  # kombu's own restore takes over after it

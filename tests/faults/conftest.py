@@ -48,9 +48,9 @@ class Workers:
         self.logdir = logdir
         self.started: list[Worker] = []
 
-    def start(self, env: dict[str, str], queues: str = "score") -> Worker:
+    def start(self, env: dict[str, str], queues: str = "score", **kw) -> Worker:
         log = self.logdir / f"worker-{len(self.started)}-{uuid.uuid4().hex[:4]}.log"
-        worker = Worker(env, queues, log)
+        worker = Worker(env, queues, log, **kw)
         self.started.append(worker)
         return worker.start()
 
