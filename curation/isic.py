@@ -126,7 +126,8 @@ def download_images(
     `limit=0` downloads everything that matches. Images that isic-cli failed to fetch (it still
     exits 0) are listed in `missing`; with `check_images`, files that do not decode (e.g. truncated)
     are listed in `unreadable`. Raises IsicCliError on a non-zero exit, a timeout, or when
-    `should_stop` (asked every half second) answers true: isic-cli is killed in the last two.
+    `should_stop` (asked every half second, and before each image's check) answers true:
+    isic-cli is killed in the last two.
     """
     outdir = Path(outdir)
     command = build_command(
@@ -152,6 +153,8 @@ def download_images(
     unreadable: dict[str, str] = {}
     if check_images:
         for isic_id, path in images.items():
+            if should_stop is not None and should_stop():
+                raise IsicCliError("the download's image check was stopped on request", None, "")
             reason = unreadable_reason(path)
             if reason is not None:
                 unreadable[isic_id] = reason
@@ -175,8 +178,8 @@ def _run(
     timeout: float,
     should_stop: Callable[[], bool] | None,
 ) -> tuple[int, str]:
-    """isic-cli's exit code and stderr. Past `timeout`, or once `should_stop` answers true, it is
-    killed and IsicCliError raised."""
+    """isic-cli's exit code and stderr. Past `timeout`, once `should_stop` answers true, or on
+    any error here, it is killed; IsicCliError is raised for the first two."""
     deadline = time.monotonic() + timeout
     with subprocess.Popen(
         command,
@@ -188,26 +191,33 @@ def _run(
         errors="replace",
         env=env,
     ) as proc:
-        while True:
-            left = max(deadline - time.monotonic(), 0.0)
-            try:
-                _, stderr = proc.communicate(
-                    timeout=left if should_stop is None else min(left, _STOP_POLL_S)
-                )
-                return proc.returncode, stderr
-            except subprocess.TimeoutExpired:
-                stopped = should_stop is not None and should_stop()
-                if not stopped and time.monotonic() < deadline:
-                    continue
-                proc.kill()
-                _, stderr = proc.communicate()
-            why = (
-                "was stopped on request"
-                if stopped
-                else f"timed out after {timeout:g} s (it retries unreachable servers for minutes)"
-            )
-            tail = _tail(stderr)
-            raise IsicCliError(f"isic-cli {why}; stderr ends with: {_excerpt(tail)}", None, tail)
+        try:
+            while True:
+                left = max(deadline - time.monotonic(), 0.0)
+                try:
+                    _, stderr = proc.communicate(
+                        timeout=left if should_stop is None else min(left, _STOP_POLL_S)
+                    )
+                    return proc.returncode, stderr
+                except subprocess.TimeoutExpired:
+                    stopped = should_stop is not None and should_stop()
+                    if stopped or time.monotonic() >= deadline:
+                        break
+        except BaseException:
+            proc.kill()
+            raise
+        proc.kill()
+        try:  # bounded: a child isic-cli left behind may hold the pipes open
+            _, stderr = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired as exc:
+            stderr = exc.stderr
+    why = (
+        "was stopped on request"
+        if stopped
+        else f"timed out after {timeout:g} s (it retries unreachable servers for minutes)"
+    )
+    tail = _tail(stderr)
+    raise IsicCliError(f"isic-cli {why}; stderr ends with: {_excerpt(tail)}", None, tail)
 
 
 def find_image_files(

@@ -208,13 +208,17 @@ class EpochState:
 class TrainingStopped(RuntimeError):
     """``fit`` gave up on request (its ``should_stop``) between two training batches.
 
-    ``epochs_done`` epochs were completed and handed to ``on_epoch``; the epoch under way is lost,
-    so a caller that wants to continue resumes from the last blob it kept.
+    ``epochs_done`` epochs were completed and handed to ``on_epoch``. Stopped between two epochs,
+    ``resume_blob()`` packs the state after the last one (as ``EpochState.resume_blob`` would);
+    stopped inside an epoch it is None: that epoch is lost, and a caller that wants to continue
+    resumes from the last blob it kept.
     """
 
-    def __init__(self, epochs_done: int) -> None:
-        super().__init__(f"stopped on request after {epochs_done} complete epochs")
+    def __init__(self, epochs_done: int, resume_blob: Callable[[], bytes] | None = None) -> None:
+        where = "between epochs" if resume_blob is not None else "inside an epoch"
+        super().__init__(f"stopped on request {where}, after {epochs_done} complete epochs")
         self.epochs_done = epochs_done
+        self.resume_blob = resume_blob
 
 
 class _WithAuxHead(nn.Module):
@@ -523,14 +527,16 @@ def fit(
     val_batcher = _Batcher(val, encode_metadata([s.metadata for s in val]), config)
     val_logits = np.zeros((0, 2), np.float32)
 
-    def check_stop(epoch: int) -> None:
+    last_pack: Callable[[], bytes] | None = None  # the state after the last epoch run here
+
+    def check_stop(epoch: int, *, between_epochs: bool = False) -> None:
         if should_stop is not None and should_stop():
-            raise TrainingStopped(epoch)
+            raise TrainingStopped(epoch, last_pack if between_epochs else None)
 
     for epoch in range(start, config.epochs):
         if epoch >= epochs:
             break
-        check_stop(epoch)
+        check_stop(epoch, between_epochs=True)
         size = config.input_size(epoch, scheduler.step_size)
         if config.time_budget_s is not None and epoch >= 2 and history:
             # Planned on the first two epochs; a machine that slows down later still stops in
@@ -617,21 +623,22 @@ def fit(
             )
             scheduler.step_size = _step_epochs(config, epochs)  # the schedule keeps its shape
         history.append(record)
+        extra = {"epoch": epoch + 1, "history": list(history), "config": asdict(config)}
+        if epochs < config.epochs:  # shortened to the time budget: a resumed run keeps that
+            extra["epochs_planned"] = epochs
+
+        def pack(extra=extra) -> bytes:
+            return pack_train_state(
+                model=trained,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                extra=extra,
+                average=averaged,
+            )
+
+        last_pack = pack
         if on_epoch is not None:
-            extra = {"epoch": epoch + 1, "history": history, "config": asdict(config)}
-            if epochs < config.epochs:  # shortened to the time budget: a resumed run keeps that
-                extra["epochs_planned"] = epochs
-
-            def pack(extra=extra) -> bytes:
-                return pack_train_state(
-                    model=trained,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    scaler=scaler,
-                    extra=extra,
-                    average=averaged,
-                )
-
             state = {
                 **record,
                 "val_auc": record.get("val_auc", math.nan),

@@ -223,8 +223,9 @@ def _orphans_now(r: redis.Redis) -> dict[str, Orphan]:
             held[tag] = task_id
     if not held:
         return {}
-    # A message taken but not started yet has no holder: the visibility timeout covers it.
-    holders = dict(zip(held, r.mget([holder_key(t) for t in held.values()]), strict=True))
+    # A message in the moment between kombu recording it and its worker's task_received has no
+    # holder yet; the visibility timeout covers it.
+    holders = dict(zip(held, r.mget([holder_key(tag) for tag in held]), strict=True))
     workers = sorted({w for w in holders.values() if w})
     pipe = r.pipeline(transaction=False)
     for worker in workers:

@@ -189,7 +189,7 @@ def run_training(
     after the first epoch, the last, and any epoch ending ``checkpoint_interval_s`` or more after
     the previous write (0 = every epoch): a killed run loses at most that much training.
     ``should_stop`` is passed to ``models.fit``, which raises ``models.TrainingStopped`` when it
-    answers true; an epoch that ends while it does is checkpointed whatever the interval.
+    answers true; stopped between two epochs, the last one is checkpointed whatever the interval.
     """
     if promotion_metric not in PROMOTION_METRICS:  # before hours of training, not after
         raise ValueError(
@@ -217,8 +217,7 @@ def run_training(
     def on_epoch(state: models.EpochState) -> None:
         nonlocal last_write
         due = time.monotonic() - last_write >= checkpoint_interval_s
-        stopping = should_stop is not None and should_stop()
-        if due or stopping or state.epoch in (1, state.epochs):
+        if due or state.epoch in (1, state.epochs):
             store.put(resume_key, state.resume_blob())
             last_write = time.monotonic()
         if on_progress:
@@ -238,14 +237,19 @@ def run_training(
                 }
             )
 
-    result = models.fit(
-        make_samples(splits["train"], cache),
-        make_samples(splits["val"], cache),
-        config=config,
-        on_epoch=on_epoch,
-        resume=resume,
-        should_stop=should_stop,
-    )
+    try:
+        result = models.fit(
+            make_samples(splits["train"], cache),
+            make_samples(splits["val"], cache),
+            config=config,
+            on_epoch=on_epoch,
+            resume=resume,
+            should_stop=should_stop,
+        )
+    except models.TrainingStopped as stopped:
+        if stopped.resume_blob is not None:  # between epochs: keep the last one, due or not
+            store.put(resume_key, stopped.resume_blob())
+        raise
     predictor = models.Predictor(result.model, result.card, device=config.device)
     metrics, prob = evaluate_model(predictor, splits["test"], cache)
     test = splits["test"]

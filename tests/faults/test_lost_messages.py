@@ -115,8 +115,8 @@ def test_sweep_queues_again_what_a_dead_worker_held_and_leaves_a_live_ones(idle_
     dead, live = batch_task_id(job_id, 0), batch_task_id(job_id, 1)
     _hold_unacked(r, _take(r, dead), "tag-dead")
     _hold_unacked(r, _take(r, live), "tag-live")
-    r.set(holder_key(dead), "score@gone")  # its worker's alive key has expired
-    r.set(holder_key(live), "score@here")
+    r.set(holder_key("tag-dead"), "score@gone")  # its worker's alive key has expired
+    r.set(holder_key("tag-live"), "score@here")
     r.set(alive_key("score@here"), "1", ex=60)
 
     argv = ["jobs", "sweep", "--confirm-s", "0", "--min-age-s", "0"]
@@ -125,9 +125,36 @@ def test_sweep_queues_again_what_a_dead_worker_held_and_leaves_a_live_ones(idle_
     assert f"queued again: {dead} (its worker score@gone is gone)" in out.output
     assert live not in out.output and "nothing lost" not in out.output
     assert set(r.hkeys("unacked")) == {"tag-live"}
-    assert r.lindex(QUEUE, -1) and json.loads(r.lindex(QUEUE, -1))["headers"]["id"] == dead
-    assert not r.exists(holder_key(dead))  # the next worker records itself when it takes it
+    restored = json.loads(r.lindex(QUEUE, -1))  # the end consumers take from next
+    assert restored["headers"]["id"] == dead
+    assert restored["properties"]["delivery_tag"] != "tag-dead"  # a late ack cannot remove it
+    assert not r.exists(holder_key("tag-dead"))  # the next worker records itself on receipt
     assert _find(r, st) == []  # nothing lost either: every batch queued or held
+
+
+def test_jobs_sweep_waits_its_turn_behind_a_running_sweep(idle_broker):
+    from typer.testing import CliRunner
+
+    from workers import jobs
+    from workers.cli import app as cli
+    from workers.holders import holder_key
+    from workers.sweeper import batch_task_id
+
+    r, _ = idle_broker
+    job_id = _planned_job(r)
+    _hold_unacked(r, _take(r, batch_task_id(job_id, 0)), "tag-dead")
+    r.set(holder_key("tag-dead"), "score@gone")
+    assert jobs.acquire_lock(r, "sweep", "beat's sweep", ttl_s=60)  # beat is sweeping now
+
+    argv = ["jobs", "sweep", "--confirm-s", "0", "--min-age-s", "0"]
+    out = CliRunner().invoke(cli, argv, env={"COLUMNS": "200"})
+    assert out.exit_code == 1 and "another sweep is running" in out.output
+    assert r.hkeys("unacked") == ["tag-dead"]  # left to the sweep that holds the lock
+
+    jobs.release_lock(r, "sweep", "beat's sweep")
+    out = CliRunner().invoke(cli, argv, env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "its worker score@gone is gone" in out.output
+    assert r.hlen("unacked") == 0
 
 
 def test_a_message_seen_by_the_second_look_is_not_lost(idle_broker):

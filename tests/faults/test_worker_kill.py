@@ -108,7 +108,7 @@ def test_sweep_hands_back_a_dead_workers_batches_long_before_the_visibility_time
         slots = first.concurrency
 
         def recorded_holders() -> set[str | None]:
-            return {r.get(holders.holder_key(t)) for t in _held_task_ids(r)}
+            return {r.get(holders.holder_key(tag)) for tag in r.hkeys("unacked")}
 
         # Taken messages get their holder a moment after kombu records them (task_received); a
         # kill inside that moment leaves one to the visibility timeout, which test_sigkill covers.
@@ -147,9 +147,3 @@ def test_sweep_hands_back_a_dead_workers_batches_long_before_the_visibility_time
         assert r.hlen("unacked") == 0
         assert restore_orphans(confirm_s=0) == []  # the live worker's key is kept alive
         assert "score.batch" in second.output()
-
-
-def _held_task_ids(r) -> list[str]:
-    from workers.sweeper import _id_of, _loads
-
-    return [_id_of(_loads(v)[0]) for v in r.hvals("unacked")]

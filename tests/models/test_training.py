@@ -101,7 +101,7 @@ def test_should_stop_ends_the_run_between_batches_and_its_blob_resumes_it():
         asked.append(len(blobs))
         return len(asked) == 5  # after epoch 2's first batch
 
-    with pytest.raises(TrainingStopped, match="after 1 complete epochs") as stopped:
+    with pytest.raises(TrainingStopped, match="inside an epoch, after 1 complete") as stopped:
         fit(
             train,
             val,
@@ -110,9 +110,20 @@ def test_should_stop_ends_the_run_between_batches_and_its_blob_resumes_it():
             should_stop=should_stop,
         )
     assert stopped.value.epochs_done == 1 and len(blobs) == 1
-    assert asked == [0, 0, 0, 1, 1]  # the half-trained epoch 2 never reached on_epoch
+    assert stopped.value.resume_blob is None  # the half-trained epoch 2 has nothing to keep
+    assert asked == [0, 0, 0, 1, 1]  # ... and it never reached on_epoch
 
     resumed = fit(train, val, config=_tiny_config(), resume=blobs[0])
+    for name, tensor in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
+
+    # Stopped between epochs 2 and 3 (the 7th question), with no on_epoch to keep a blob: the
+    # exception packs the state after epoch 2, and it resumes the run exactly.
+    calls = iter(range(1, 100))
+    with pytest.raises(TrainingStopped, match="between epochs, after 2 complete") as stopped:
+        fit(train, val, config=_tiny_config(), should_stop=lambda: next(calls) == 7)
+    resumed = fit(train, val, config=_tiny_config(), resume=stopped.value.resume_blob())
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     for name, tensor in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
 

@@ -158,12 +158,15 @@ def sweep(
 ) -> None:
     """Queue again the tasks of dead workers and the work the broker lost (beat does this every
     BIRTHMARK_SWEEP_INTERVAL_S; safe to repeat)."""
-    from workers.tasks.sweep import requeue_lost, restore_orphans
+    from workers.tasks.sweep import sweep_now
 
-    orphans = restore_orphans(confirm_s=confirm_s)
+    swept = sweep_now(min_age_s=min_age_s, confirm_s=confirm_s)
+    if swept is None:
+        err_console.print("another sweep is running (beat's, or another `jobs sweep`); try again")
+        raise typer.Exit(1)
+    orphans, found = swept
     for orphan in orphans:
         console.print(f"queued again: {orphan.task_id} (its worker {orphan.worker} is gone)")
-    found = requeue_lost(min_age_s=min_age_s, confirm_s=confirm_s)
     for lost in found:
         console.print(f"queued again: {lost.describe()}")
     if not found and not orphans:
