@@ -9,6 +9,7 @@ no worker, so every case is exact; one loses a batch of a job that a real worker
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -278,3 +279,41 @@ def test_beat_sweeps_on_the_configured_interval(monkeypatch):
         if entry:
             assert entry["task"] == "jobs.sweep"
     get_settings.cache_clear()
+
+
+def test_holders_are_per_message_so_a_retry_keeps_its_own(idle_broker):
+    """``task.retry()`` publishes the retry (same task id, new delivery tag) before the first
+    run's ``task_postrun``; the threads pool may receive it first. Each message keeps its own
+    holder, and a run forgets only its own message's, and only while it is still the holder."""
+    from types import SimpleNamespace as Obj
+
+    from workers import holders
+
+    r, _ = idle_broker
+
+    def received(tag: str) -> None:
+        request = Obj(id="job.batch-0", hostname="score@w", message=Obj(delivery_tag=tag))
+        holders._record_holder(request=request)
+
+    def ran(tag: str) -> None:
+        request = Obj(hostname="score@w", is_eager=False, properties={"delivery_tag": tag})
+        holders._forget_holder(task=Obj(request=request))
+
+    me = holders._incarnation("score@w")
+    try:
+        received("first")
+        received("retry")  # the retry arrives while the first run ends
+        ran("first")
+        assert r.get(holders.holder_key("first")) is None
+        assert r.get(holders.holder_key("retry")) == me
+        r.set(holders.holder_key("retry"), "score@other/1234")  # handed on by a sweep meanwhile
+        ran("retry")
+        assert r.get(holders.holder_key("retry")) == "score@other/1234"
+        assert r.exists(holders.alive_key(me))  # receiving started this process's alive beat
+    finally:  # stop that beat before this test's Redis goes away
+        holders._stop.set()
+        for thread in threading.enumerate():
+            if thread.name == "alive-beat":
+                thread.join(5)
+        holders._stop.clear()
+        holders._beating.discard(me)
