@@ -2,9 +2,10 @@
 
 Celery's warm shutdown (SIGTERM: ``services down``, ``docker compose stop``) waits for running
 tasks to end. A training run or a curation job can take hours, so the process manager kills the
-worker first, and the task's message, unacknowledged, comes back only after the visibility timeout
-(7 h). Instead a long task asks ``stop_requested()`` at safe points, stops there, and
-``hand_back_on_shutdown`` puts its message back on its queue for the next worker.
+worker first: the task's message, unacknowledged, waits for the sweep to find the worker dead
+(:mod:`workers.holders`, minutes) or for the visibility timeout (7 h). Instead a long task asks
+``stop_requested()`` at safe points, stops there, and ``hand_back_on_shutdown`` puts its message
+back on its queue for the next worker at once.
 """
 
 from __future__ import annotations
