@@ -91,3 +91,18 @@ def upload_samples(store, name: str, n: int, *, size: tuple[int, int] = (640, 48
     for i, key in enumerate(keys):
         store.put(key, sample_jpeg(i, size=size))
     return keys
+
+
+def stop_and_check_handed_back(worker, job_id: str, queue: str) -> dict[str, Any]:
+    """SIGTERM ``worker`` (SIGKILL if not gone in 15 s) and check that it exited cleanly and
+    handed its job back: the job ``queued`` with the reason, its message waiting in ``queue``
+    and none held. Returns the job record."""
+    from workers.runtime import redis_client
+
+    worker.stop()
+    assert worker.proc.returncode == 0, worker.output()[-3000:]
+    job = job_status(job_id)
+    assert job["status"] == "queued" and "worker shut down" in job["message"], job
+    r = redis_client()
+    assert r.llen(queue) == 1 and r.hlen("unacked") == 0  # back on the queue, not held
+    return job

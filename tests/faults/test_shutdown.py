@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks._stack import free_port
-from tests.faults._support import job_status, wait_for, wait_job
+from tests.faults._support import job_status, stop_and_check_handed_back, wait_for, wait_job
 from tests.faults.conftest import base_env, bound
 from tests.isic_server import IsicTestServer, make_records
 
@@ -40,12 +40,8 @@ def test_curation_worker_sigterm_mid_pull_requeues_the_job_at_once(
             timeout=60,
             what="the pull running",
         )
-        first.stop()  # SIGTERM to the worker's process group; SIGKILL if not gone in 15 s
-        assert first.proc.returncode == 0, first.output()[-3000:]
-        job = job_status(job_id)
-        assert job["status"] == "queued", job
-        assert "worker shut down" in job["message"] and "isic-cli" in job["message"], job
-        assert r.llen("curation") == 1 and r.hlen("unacked") == 0  # back on the queue
+        job = stop_and_check_handed_back(first, job_id, "curation")
+        assert "isic-cli" in job["message"], job
 
         with IsicTestServer(make_records(3)) as server:
             second_env = {**env, "BIRTHMARK_ISIC_API_URL": server.url}

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import models
-from tests.faults._support import job_status, wait_for, wait_job
+from tests.faults._support import job_status, stop_and_check_handed_back, wait_for, wait_job
 from tests.faults.conftest import base_env, bound
 from tests.workers.helpers import publish_tiny_dataset
 
@@ -124,13 +124,8 @@ def test_training_worker_sigterm_hands_the_run_back_at_once(tmp_path, private_re
             timeout=120,
             what="two epochs trained",
         )
-        first.stop()  # SIGTERM to the worker's process group; SIGKILL if not gone in 15 s
-        assert first.proc.returncode == 0, first.output()[-3000:]
-        job = job_status(job_id)
-        assert job["status"] == "queued", job
-        assert "worker shut down" in job["message"]
+        job = stop_and_check_handed_back(first, job_id, "train")
         assert job["done"] < epochs, "the run ended before the SIGTERM; make it longer"
-        assert r.llen("train") == 1 and r.hlen("unacked") == 0  # back on the queue, not held
         assert not r.exists(f"birthmark:lock:{LOCK}")
         assert st.exists(f"models/runs/{job_id}/resume.bin")
 
