@@ -24,13 +24,16 @@ UNKNOWN_IDS = [
     ("curate", "diff", "{v}", "nope00000000"),
     ("review", "accept", "ISIC_NOPE"),
     ("review", "reject", "ISIC_NOPE"),
+    ("train", "--data", "nope00000000"),
+    ("curate", "run", "--pull", "nope-pull", "--no-wait"),
 ]
 
 
 @pytest.mark.parametrize("args", UNKNOWN_IDS, ids=" ".join)
 def test_an_unknown_id_is_bad_usage_in_every_command(env, args):
+    from workers.app import QUEUES
     from workers.cli import app
-    from workers.runtime import store
+    from workers.runtime import redis_client, store
 
     st = store()
     _publish_borderline(st)  # review's ids and `{v}`
@@ -43,6 +46,8 @@ def test_an_unknown_id_is_bad_usage_in_every_command(env, args):
     assert result.exit_code == 2, result.output
     assert unknown in result.output and "Invalid value" in result.output
     assert st.read_pointer("models/CHAMPION") is None  # promote changed nothing
+    r = redis_client()
+    assert not any(r.llen(q) for q in QUEUES)  # train and curate run queued nothing
 
 
 def test_a_service_error_that_ends_a_sentence_is_not_given_a_second_full_stop():

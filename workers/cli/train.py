@@ -43,6 +43,11 @@ def train(
 
         if arch not in models.ARCHS:
             raise typer.BadParameter(f"--arch {arch!r}: choose one of {', '.join(models.ARCHS)}")
+    if data is not None:  # here, not hours later in the worker
+        from workers.curating import read_version_summary
+
+        with known("--data"):
+            read_version_summary(store(), data)
     params = {
         "data": data,
         "epochs": epochs,
