@@ -49,5 +49,7 @@ def test_curation_worker_sigterm_mid_pull_requeues_the_job_at_once(
             job = wait_job(job_id, timeout=120)
         assert job["status"] == "done", job
         assert job["result"]["counts"]["uploaded"] == 3
-        assert r.llen("curation") == 0 and r.hlen("unacked") == 0
+        # "done" is written before the task returns and its message is acknowledged
+        wait_for(lambda: r.hlen("unacked") == 0, timeout=30, what="the pull acknowledged")
+        assert r.llen("curation") == 0
         assert len(list(store().list(f"raw/isic/{job_id}/"))) >= 3

@@ -130,8 +130,17 @@ def test_training_worker_sigterm_hands_the_run_back_at_once(tmp_path, private_re
         assert st.exists(f"models/runs/{job_id}/resume.bin")
 
         second = workers.start(env, "train")
+        wait_for(
+            lambda: (job_status(job_id) or {}).get("status") != "queued",
+            timeout=60,
+            interval=0.05,
+            what="the run taken again",
+        )
+        assert job_status(job_id)["message"] == ""  # the hand-back's reason is history now
         job = wait_job(job_id, timeout=240)
         assert job["status"] == "done", job
         assert "resumes from its last checkpoint" in second.output()
         assert job["done"] == job["total"] == epochs
-        assert r.llen("train") == 0 and r.hlen("unacked") == 0
+        # "done" is written before the task returns and its message is acknowledged
+        wait_for(lambda: r.hlen("unacked") == 0, timeout=30, what="the run acknowledged")
+        assert r.llen("train") == 0

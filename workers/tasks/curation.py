@@ -48,7 +48,9 @@ def _progress(r: redis.Redis, job_id: str, stage: str):
 
 def _pull(r: redis.Redis, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
     s = get_settings()
-    jobs.update_job(r, job_id, status="running", progress={"stage": "isic-cli download"})
+    jobs.update_job(  # message="": a hand-back at a shutdown said so there; now it is stale
+        r, job_id, status="running", message="", progress={"stage": "isic-cli download"}
+    )
     return run_isic_pull(
         store(),
         job_id,
@@ -64,7 +66,7 @@ def _pull(r: redis.Redis, job_id: str, params: dict[str, Any]) -> dict[str, Any]
 
 def _publish(r: redis.Redis, job_id: str, pulls: list[str] | None) -> dict[str, Any]:
     s = get_settings()
-    jobs.update_job(r, job_id, status="running", progress={"stage": "phone-likeness"})
+    jobs.update_job(r, job_id, status="running", message="", progress={"stage": "phone-likeness"})
     with counted_run(r, job_id, "publish", label=f"curation {job_id}") as isolate:
         return publish_version(
             store(),

@@ -72,7 +72,8 @@ def run(job_id: str) -> dict[str, Any]:
         )
         return {"skipped": True, "running": holder}
     try:
-        jobs.update_job(r, job_id, status="running")
+        # message="": a run handed back at a shutdown said so there; running again, it is stale
+        jobs.update_job(r, job_id, status="running", message="")
         models.set_threads(None)  # every CPU the worker may use, a container's CPU limit included
 
         def progress(p: dict[str, Any]) -> None:
