@@ -8,6 +8,8 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+from tests.faults._support import wait_for
+
 pytestmark = pytest.mark.integration
 
 
@@ -49,8 +51,13 @@ def test_train_promote_registry_and_rollback(env, curated, start_worker):
     assert job["progress"]["epoch"] == 2 and "val_auc" in job["progress"]
     st = store()
     assert st.read_pointer("models/CHAMPION") == first["model_id"]
-    # Done: its ~80 MB resume checkpoint is gone, and a redelivery does not train again.
-    assert not st.exists(f"models/runs/{job['id']}/resume.bin")
+    # Done: its ~80 MB resume checkpoint is gone (deleted just after "done" is written, which is
+    # what --wait returns on), and a redelivery does not train again.
+    wait_for(
+        lambda: not st.exists(f"models/runs/{job['id']}/resume.bin"),
+        timeout=30,
+        what="the resume checkpoint deleted",
+    )
     from workers.tasks.train import run
 
     assert run(job["id"])["model_id"] == first["model_id"]  # the result recorded, no new model
