@@ -309,7 +309,8 @@ def test_holders_are_per_message_so_a_retry_keeps_its_own(idle_broker):
         r.set(holders.holder_key("retry"), "score@other/1234")  # handed on by a sweep meanwhile
         ran("retry")
         assert r.get(holders.holder_key("retry")) == "score@other/1234"
-        assert r.exists(holders.alive_key(me))  # receiving started this process's alive beat
+        # receiving started this process's alive beat (a thread: its first SET may lag)
+        wait_for(lambda: r.exists(holders.alive_key(me)), timeout=10, what="the alive key")
     finally:  # stop that beat before this test's Redis goes away
         holders._stop.set()
         for thread in threading.enumerate():
