@@ -99,11 +99,19 @@ def task_ids_in_broker(r: redis.Redis, queues: Sequence[str]) -> set[str]:
             if len(page) < _CHUNK:
                 break
             start += _CHUNK
-    for _, value in r.hscan_iter(Channel.unacked_key, count=_CHUNK):
-        held = _loads(value)  # [message, exchange, routing key]
-        ids.add(_id_of(held[0] if isinstance(held, list) and held else None))
     ids.discard(None)
-    return ids  # type: ignore[return-value]
+    return ids | set(_held(r).values())  # type: ignore[return-value]
+
+
+def _held(r: redis.Redis) -> dict[str, str]:
+    """Task ids of the messages held unacknowledged by workers (any queue), by delivery tag."""
+    held: dict[str, str] = {}
+    for tag, value in r.hscan_iter(Channel.unacked_key, count=_CHUNK):
+        record = _loads(value)  # [message, exchange, routing key]
+        task_id = _id_of(record[0] if isinstance(record, list) and record else None)
+        if task_id:
+            held[tag] = task_id
+    return held
 
 
 @dataclass
@@ -215,12 +223,7 @@ class Orphan:
 
 
 def _orphans_now(r: redis.Redis) -> dict[str, Orphan]:
-    held: dict[str, str] = {}
-    for tag, value in r.hscan_iter(Channel.unacked_key, count=_CHUNK):
-        message = _loads(value)  # [message, exchange, routing key]
-        task_id = _id_of(message[0] if isinstance(message, list) and message else None)
-        if task_id:
-            held[tag] = task_id
+    held = _held(r)
     if not held:
         return {}
     # A message in the moment between kombu recording it and its worker's task_received has no
