@@ -22,6 +22,7 @@ from workers.pulls import list_pulls, read_pull_images
 from workers.store import ObjectMissing, Store, UnknownId
 
 __all__ = [
+    "complete_pull_ids",
     "image_features",
     "load_decisions",
     "publish_version",
@@ -101,14 +102,20 @@ def load_decisions(store: Store) -> list[curation.Decision]:
     ]
 
 
-def gather_images(store: Store, pull_ids: list[str] | None) -> pd.DataFrame:
+def complete_pull_ids(store: Store, wanted: list[str] | None = None) -> list[str]:
+    """The complete pulls' ids, oldest first; ``UnknownId`` if ``wanted`` names any other."""
     pulls = [p["pull_id"] for p in list_pulls(store)]
-    chosen = pulls if not pull_ids else [p for p in pulls if p in pull_ids]
-    unknown = set(pull_ids or ()) - set(pulls)
+    unknown = set(wanted or ()) - set(pulls)
     if unknown:
-        raise ValueError(
+        raise UnknownId(
             f"unknown or incomplete pulls: {sorted(unknown)}; see `birthmark curate pulls`"
         )
+    return pulls
+
+
+def gather_images(store: Store, pull_ids: list[str] | None) -> pd.DataFrame:
+    pulls = complete_pull_ids(store, pull_ids)
+    chosen = pulls if not pull_ids else [p for p in pulls if p in pull_ids]
     if not chosen:
         raise ValueError(
             "no complete pulls in the store; run `birthmark curate pull` or `curate import`"

@@ -120,13 +120,8 @@ def run(
     from workers.tasks.curation import run as run_task
 
     if pull_ids:  # here, not later in the worker
-        complete = {p["pull_id"] for p in pulls.list_pulls(store())}
-        unknown = sorted(set(pull_ids) - complete)
-        if unknown:
-            raise typer.BadParameter(
-                f"unknown or incomplete pulls: {', '.join(unknown)}; see `birthmark curate pulls`",
-                param_hint="'--pull'",
-            )
+        with known("--pull"):
+            curating.complete_pull_ids(store(), pull_ids)
     job_id, _ = submit_task_job(
         run_task, kind="curate", params={"pulls": pull_ids or None}, job_id=_new("curate")
     )
