@@ -17,9 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pillow_heif
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms.v2.functional import resize_image
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -168,20 +166,24 @@ def to_rgb(
 _REDUCING_GAP = 2.0
 
 
-def _shrink(image: Image.Image, target: int) -> Image.Image:
+def _shrink(image: Image.Image, target: int, *, with_torch: bool = True) -> Image.Image:
     width, height = image.size
     short = min(width, height)
     if short <= target:
         return image
     size = (max(1, round(width * target / short)), max(1, round(height * target / short)))
-    if image.mode != "RGB" or short >= _REDUCING_GAP * target:
+    if image.mode != "RGB" or short >= _REDUCING_GAP * target or not with_torch:
         # reducing_gap: box-reduce by an integer factor first, then a short bilinear pass (fast,
         # clean). Big reductions only happen here for non-JPEGs: JPEGs arrive DCT-scaled.
         return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=_REDUCING_GAP)
     # Under the reducing gap Pillow does a plain antialiased bilinear pass; torchvision's uint8
     # kernel computes the same filter (within one level) with SIMD, 2-4x faster, and the resize
     # was the largest cost after a draft decode. It runs single-threaded, so decode threads do
-    # not fan out into torch's intra-op pool.
+    # not fan out into torch's intra-op pool. Imported here: a thumbnail (``with_torch=False``)
+    # need not start torch.
+    import torch
+    from torchvision.transforms.v2.functional import resize_image
+
     pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)
     small = resize_image(pixels, [size[1], size[0]], antialias=True)
     return Image.fromarray(small.permute(1, 2, 0).contiguous().numpy())
@@ -193,10 +195,13 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     target: int | None = 224,
+    resize_with_torch: bool = True,
 ) -> DecodedImage:
     """Decode image bytes to an upright RGB image whose short side is ``target`` (or smaller).
 
-    ``target=None`` keeps full resolution. Raises ``ImageError`` with kind ``empty``,
+    ``target=None`` keeps full resolution. ``resize_with_torch=False`` resizes with Pillow alone
+    (the same filter, within one level, 2-4x slower): for a thumbnail in a process that should not
+    start torch (~3 s), such as the review CLI. Raises ``ImageError`` with kind ``empty``,
     ``not_an_image``, ``unreadable``, ``decompression_bomb`` (header size > ``max_pixels``),
     ``too_large`` (more than ``max_bytes``) or ``unsupported``.
     """
@@ -227,5 +232,5 @@ def decode_image(
             raise ImageError("unsupported", f"no decoder for this {fmt} variant: {err}") from None
         raise ImageError("unreadable", f"cannot decode {fmt} image: {err}") from None
     if target is not None:
-        image = _shrink(image, target)
+        image = _shrink(image, target, with_torch=resize_with_torch)
     return DecodedImage(image, original_size, fmt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import worker_init
 from kombu import Queue
 
 from workers.runtime import redis_url
@@ -112,6 +113,19 @@ app = Celery(
 app.config_from_object(_Config())
 
 from workers import holders  # noqa: E402, F401  (signal handlers: alive keys, task holders)
+
+
+@worker_init.connect
+def _load_libraries(**_: object) -> None:
+    """``models`` and ``curation`` load their submodules on first use, which spares every CLI
+    command torch and scikit-learn (~6 s); a worker loads them all as it starts instead, so its
+    first task is not the one that pays."""
+    import curation
+    import models
+
+    for package in (models, curation):
+        for name in package.__all__:
+            getattr(package, name)
 
 
 def consumers(queue: str, *, timeout: float = 1.0) -> list[str]:

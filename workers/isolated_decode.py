@@ -6,8 +6,8 @@ Work whose earlier run died (:func:`workers.runs.counted_run`) therefore decodes
 child of its own: the file that crashes its child becomes a ``decoder_crashed`` error row in a
 scoring job, an unreadable (rejected) image in a curated version.
 
-Children fork from a forkserver that has imported :mod:`models` once (a fork, not a torch import,
-per image); where there is no forkserver they are spawned.
+Children fork from a forkserver that has imported what they run (a fork, not a torch import, per
+image); where there is no forkserver they are spawned.
 """
 
 from __future__ import annotations
@@ -50,7 +50,11 @@ def _mp_context():
             )
             _context = multiprocessing.get_context(method)
             if method == "forkserver":
-                _context.set_forkserver_preload(["models"])
+                # What a child runs, not ``models``, which loads its submodules on first use;
+                # decode_image's resize imports torchvision's v2 kernels (~1.7 s) on first use too.
+                _context.set_forkserver_preload(
+                    ["models.imageio", "models.predictor", "torchvision.transforms.v2.functional"]
+                )
         return _context
 
 

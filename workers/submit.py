@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from workers import jobs, sweeper
+from workers.app import app
 from workers.runtime import redis_client, store
 
 __all__ = ["CLI_UPLOADS", "lookup_metadata", "submit_scoring", "submit_task_job", "request_key"]
@@ -44,8 +45,6 @@ def submit_scoring(
 
     ``metadata`` (rows by file name, :func:`lookup_metadata`) is for the objects the plan lists
     under ``prefixes``; ``items`` carry their own."""
-    from workers.tasks.score import queue_plan
-
     r = redis_client()
     params = {"prefixes": list(prefixes), "n_items": len(items)}
     job_id, created = jobs.create_job(
@@ -59,6 +58,12 @@ def submit_scoring(
     if jobs.claim_enqueue(r, job_id):  # also repairs a job whose submitter died before queueing
         queue_plan(job_id)
     return job_id, created
+
+
+def queue_plan(job_id: str) -> None:
+    """Queue ``score.plan`` for ``job_id`` under the id the sweeper looks for. By name: a client
+    queueing a job need not import the scoring worker's modules (torch)."""
+    app.send_task("score.plan", (job_id,), task_id=sweeper.plan_task_id(job_id))
 
 
 def submit_task_job(

@@ -8,12 +8,12 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-import curation
-from workers import curating, pulls
 from workers.cli._common import console, err_console, known, print_json, table, wait_for_job
 from workers.runtime import store
 from workers.submit import submit_task_job
 
+# curation, workers.curating and workers.pulls (pandas and more, ~2 s) are imported by the commands
+# that use them: every `birthmark` command imports this module.
 app = typer.Typer(help="Curation: ISIC pulls, imports, curated versions.", no_args_is_help=True)
 
 
@@ -84,6 +84,9 @@ def import_(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Bring a local labelled set into the store as a pull (idempotent)."""
+    import curation
+    from workers import pulls
+
     try:
         licences = curation.parse_licence_rules(licence or [])
     except ValueError as err:
@@ -117,6 +120,7 @@ def run(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Filter -> publish a new curated version (prints version, counts, review backlog)."""
+    from workers import curating
     from workers.tasks.curation import run as run_task
 
     if pull_ids:  # here, not later in the worker
@@ -131,6 +135,8 @@ def run(
 @app.command("pulls")
 def pulls_(as_json: bool = typer.Option(False, "--json")) -> None:
     """Complete pulls in the store."""
+    from workers import pulls
+
     found = pulls.list_pulls(store())
     if as_json:
         print_json(found)
@@ -150,6 +156,8 @@ def pulls_(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 def versions(as_json: bool = typer.Option(False, "--json")) -> None:
     """Published curated versions, oldest first; LATEST marked."""
+    from workers import curating
+
     st = store()
     found = curating.list_versions(st)
     latest = st.read_pointer(curating.LATEST_KEY)
@@ -177,6 +185,7 @@ def versions(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 def diff(v1: str, v2: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Added, removed and changed-verdict images between two versions."""
+    import curation
     from workers.training_run import load_manifest
 
     st = store()

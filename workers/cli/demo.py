@@ -12,7 +12,7 @@ import typer
 from PIL import Image
 
 from curation.synthetic import jpeg_bytes, make_lesion_image, write_isic_sample
-from workers import pulls, results, services
+from workers import results, services
 from workers.cli._common import console, wait_for_job
 from workers.cli.score import show_summary
 from workers.runtime import redact_url, redis_url, store
@@ -45,6 +45,8 @@ def demo(
     keep_services: bool = typer.Option(True, help="Leave redis + workers running afterwards"),
 ) -> None:
     """Generate a sample, curate it, train and publish a model, then score uploads via the queue."""
+    from workers import pulls  # pandas: only for the demo, not every command
+
     settings = get_settings()
     started = time.monotonic()
     _step("1/6 services (embedded redis + workers)")

@@ -119,7 +119,7 @@ def results_(
 @app.command()
 def resume(job_id: str, wait: bool = typer.Option(False, "--wait")) -> None:
     """Re-queue the batches of a scoring job that have no result part yet (safe to repeat)."""
-    from workers.tasks.score import queue_plan
+    from workers.submit import queue_plan
 
     job = _get(job_id)
     if job["kind"] not in SCORING_KINDS:

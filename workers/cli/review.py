@@ -17,9 +17,10 @@ from rich.panel import Panel
 import curation
 import models
 from workers.cli._common import console, print_json, table
-from workers.reviewing import known_ids, live_decision_for, load_queue, save_decision
 from workers.runtime import store
 
+# workers.reviewing (pandas, the curated manifests) is imported by the commands that read the
+# queue: every `birthmark` command imports this module.
 app = typer.Typer(
     help="Review borderline (needs_review) images. No sub-command: the interactive reviewer.",
     invoke_without_command=True,
@@ -131,7 +132,7 @@ def _show(item: dict, image_bytes: bytes | None, remaining: int, total: int) -> 
     console.clear()
     if image_bytes is not None:
         try:
-            img = models.decode_image(image_bytes, target=96).image
+            img = models.decode_image(image_bytes, target=96, resize_with_torch=False).image
             preview = curation.render_halfblocks(img, width=min(64, console.width // 2))
         except models.ImageError as err:
             preview = f"(cannot preview: {err})"
@@ -169,6 +170,8 @@ def interactive(
     """Review needs_review images one by one; each decision is saved the moment it is made."""
     if ctx.invoked_subcommand is not None:
         return
+    from workers.reviewing import load_queue, save_decision
+
     st = store()
     _, queue, _ = load_queue(
         st, pull=pull, min_score=min_score, max_score=max_score, diagnosis=diagnosis
@@ -215,6 +218,8 @@ def list_(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Images waiting for review, most uncertain first."""
+    from workers.reviewing import load_queue
+
     version, queue, _ = load_queue(
         store(), pull=pull, min_score=min_score, max_score=max_score, diagnosis=diagnosis
     )
@@ -227,6 +232,8 @@ def list_(
 
 
 def _decide(ids: list[str], decision: str, reason: str, reviewer: str | None) -> None:
+    from workers.reviewing import known_ids, save_decision
+
     st = store()
     known = known_ids(st)
     unknown = [i for i in ids if i not in known]
@@ -263,9 +270,10 @@ def reject(
 @app.command()
 def undo(reviewer: str | None = typer.Option(None), reason: str = typer.Option("")) -> None:
     """Take back your latest live decision."""
-    st = store()
     from workers.curating import load_decisions
+    from workers.reviewing import live_decision_for, save_decision
 
+    st = store()
     last = live_decision_for(load_decisions(st), _reviewer(reviewer))
     if last is None:
         console.print("no decision of yours to undo")
@@ -290,6 +298,7 @@ def sheet(
     limit: int = typer.Option(500, min=1, help="At most this many thumbnails"),
 ) -> None:
     """An HTML contact sheet (thumbnails, scores, reasons, verdicts), filterable in the browser."""
+    from workers.reviewing import load_queue
     from workers.training_run import load_manifest
 
     st = store()
@@ -303,7 +312,7 @@ def sheet(
         key = rec.get("key")
         if isinstance(key, str) and st.exists(key):
             try:
-                img = models.decode_image(st.get(key), target=128).image
+                img = models.decode_image(st.get(key), target=128, resize_with_torch=False).image
             except models.ImageError:
                 continue
             img.thumbnail((160, 160))

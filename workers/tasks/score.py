@@ -129,11 +129,6 @@ def plan(job_id: str) -> int:
     return len(batches)
 
 
-def queue_plan(job_id: str) -> None:
-    """Queue ``score.plan`` for ``job_id`` under the id the sweeper looks for."""
-    plan.apply_async((job_id,), task_id=sweeper.plan_task_id(job_id))
-
-
 @app.task(name="score.batch", base=JobTask, time_limit=_settings.score_time_limit_s, **_RETRY)
 def batch(job_id: str, index: int, items: list[dict[str, Any]]) -> int:
     """Score one batch and write its part file; the last batch to finish finalizes the job."""

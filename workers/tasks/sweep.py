@@ -19,7 +19,8 @@ from workers.app import QUEUES, app
 from workers.holders import alive_key, holder_key
 from workers.runtime import redis_client, store
 from workers.settings import get_settings
-from workers.tasks.score import batch, finalize, queue_plan
+from workers.submit import queue_plan
+from workers.tasks.score import batch, finalize
 
 log = logging.getLogger(__name__)
 
