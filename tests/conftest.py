@@ -56,6 +56,7 @@ def env(monkeypatch, tmp_path, redis_server) -> dict[str, str]:
         "BIRTHMARK_STORE": str(tmp_path / "store"),
         "BIRTHMARK_HOME": str(tmp_path / "home"),
         "BIRTHMARK_DEVICE": "cpu",
+        "BIRTHMARK_SWEEP_INTERVAL_S": "0",  # no worker sweeps unless a test asks (faults/)
     }
     for k, v in values.items():
         monkeypatch.setenv(k, v)

@@ -56,10 +56,9 @@ class _Config:
 
     @property
     def beat_schedule(self) -> dict:
+        # The sweep is not here: every worker sweeps in turn (workers.tasks.sweep).
         s = get_settings()
-        sweep = {"task": "jobs.sweep", "schedule": s.sweep_interval_s}
         return {
-            **({"jobs-sweep-lost": sweep} if s.sweep_interval_s else {}),
             "score-watch-uploads": {"task": "score.watch", "schedule": s.watch_interval_s},
             "curation-daily-pull": {
                 "task": "curation.scheduled",
@@ -95,7 +94,6 @@ class _Config:
     task_default_queue = "score"
     task_routes = {
         "score.*": {"queue": "score"},
-        "jobs.*": {"queue": "score"},
         "train.*": {"queue": "train"},
         "curation.*": {"queue": "curation"},
     }

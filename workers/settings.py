@@ -196,8 +196,9 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(
         default=120.0,
         ge=0,
-        description="Beat runs `jobs.sweep` this often: work the broker lost (a message popped "
-        "by a worker that died before recording it) is found and queued again; 0 = off.",
+        description="Workers sweep in turn, one sweep per this interval across them all: the "
+        "tasks of dead workers and work the broker lost (a message popped by a worker that "
+        "died before recording it) are queued again; 0 = no automatic sweep.",
     )
     sweep_min_age_s: float = Field(
         default=60.0,

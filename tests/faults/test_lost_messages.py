@@ -3,7 +3,8 @@
 ``workers.sweeper`` decides "lost" from the broker, not from the job's idle time: a batch without
 a part, or a job's one task, is lost only when no message for it waits in a queue or is held
 unacknowledged, in two looks. Most tests take messages in and out of a real Redis by hand, with
-no worker, so every case is exact; one loses a batch of a job that a real worker is running.
+no worker, so every case is exact; one loses a batch of a job that a real worker is running, and
+the worker's own sweep finds it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import pytest
 
 from tests.faults._support import (
     assert_one_row_per_input,
-    job_status,
-    part_count,
     upload_samples,
     wait_for,
     wait_job,
@@ -145,14 +144,14 @@ def test_jobs_sweep_waits_its_turn_behind_a_running_sweep(idle_broker):
     job_id = _planned_job(r)
     _hold_unacked(r, _take(r, batch_task_id(job_id, 0)), "tag-dead")
     r.set(holder_key("tag-dead"), "score@gone")
-    assert jobs.acquire_lock(r, "sweep", "beat's sweep", ttl_s=60)  # beat is sweeping now
+    assert jobs.acquire_lock(r, "sweep", "a worker's sweep", ttl_s=60)  # a worker sweeps now
 
     argv = ["jobs", "sweep", "--confirm-s", "0", "--min-age-s", "0"]
     out = CliRunner().invoke(cli, argv, env={"COLUMNS": "200"})
     assert out.exit_code == 1 and "another sweep is running" in out.output
     assert r.hkeys("unacked") == ["tag-dead"]  # left to the sweep that holds the lock
 
-    jobs.release_lock(r, "sweep", "beat's sweep")
+    jobs.release_lock(r, "sweep", "a worker's sweep")
     out = CliRunner().invoke(cli, argv, env={"COLUMNS": "200"})
     assert out.exit_code == 0 and "its worker score@gone is gone" in out.output
     assert r.hlen("unacked") == 0
@@ -231,54 +230,62 @@ def test_the_lost_message_of_a_one_task_job_is_queued_again(idle_broker):
     assert old_id not in {x.job_id for x in _find(r, st)}
 
 
-def test_a_batch_lost_while_a_worker_runs_the_job_is_queued_again(scoring_service):
-    """One batch message vanishes from the queue mid-job: the other batches finish, the job
-    waits; one sweep (the beat task, run by the worker) queues the missing batch again and the
-    job ends with one row per input."""
+def test_a_batch_lost_while_a_worker_runs_the_job_is_queued_again(tmp_path, private_redis, workers):
+    """One batch message vanishes from the queue mid-job: nothing but a sweep could bring it
+    back (it was never taken, so never unacknowledged). The worker sweeps on its own, with no
+    beat and no command (every 2 s here), and the job ends with one row per input."""
+    from tests.workers.helpers import publish_tiny_champion
     from workers import results
     from workers.runtime import redis_client, store
     from workers.submit import submit_scoring
     from workers.sweeper import batch_task_id
-    from workers.tasks.sweep import requeue_lost, sweep
+    from workers.tasks.sweep import requeue_lost
 
-    with bound(scoring_service.env):
+    env = base_env(
+        tmp_path,
+        private_redis.url,
+        BIRTHMARK_SCORE_BATCH_SIZE=str(SERVICE_BATCH),
+        BIRTHMARK_SWEEP_INTERVAL_S="2",
+        BIRTHMARK_SWEEP_MIN_AGE_S="0",
+    )
+    with bound(env):
         st, r = store(), redis_client()
+        publish_tiny_champion(st)
         n = 6 * SERVICE_BATCH
         # Large enough that the last batch is still queued when the test takes it.
         keys = upload_samples(st, "lost-one", n, size=(1600, 1200))
+        worker = workers.start(env)
         job_id, _ = submit_scoring(items=[{"key": k, "source": k} for k in keys])
         last = batch_task_id(job_id, 5)
         raw = wait_for(lambda: _messages(r).get(last), timeout=60, interval=0.005,
                        what="the last batch queued")  # fmt: skip
         assert r.lrem(QUEUE, 1, raw) == 1
-        wait_for(lambda: part_count(st, job_id) == 5 and r.hlen("unacked") == 0, timeout=60,
-                 what="the other five batches done")  # fmt: skip
-        job = job_status(job_id)
-        assert (job["status"], job["done"]) == ("running", 5 * SERVICE_BATCH)  # waits for ever
 
-        sweep.delay()
-        job = wait_job(job_id, timeout=60)
+        job = wait_job(job_id, timeout=90)
         assert job["status"] == "done", job
         rows = list(results.read_rows(st, job_id))
         assert_one_row_per_input(rows, keys)
         assert (job["done"], job["errors"]) == (n, 0)
         logged = f"lost in the broker, queued again: {job_id}: batches [5]"
-        assert logged in scoring_service.worker.output()
+        assert logged in worker.output()
+        # "done" is written before the last task returns and its message is acknowledged
+        wait_for(lambda: r.hlen("unacked") == 0, timeout=30, what="every batch acknowledged")
         assert requeue_lost(min_age_s=0, confirm_s=0) == []
 
 
-def test_beat_sweeps_on_the_configured_interval(monkeypatch):
+def test_the_sweep_is_no_beat_task_and_one_worker_takes_each_intervals_turn(idle_broker):
+    """Every worker's sweeping thread asks for the turn; within one interval only the first
+    gets it, and the next interval's turn is free again once the key expires."""
     from workers.app import app
-    from workers.settings import get_settings
+    from workers.tasks.sweep import TURN_KEY, _take_turn
 
-    for value, expected in (("45", 45.0), ("0", None)):
-        monkeypatch.setenv("BIRTHMARK_SWEEP_INTERVAL_S", value)
-        get_settings.cache_clear()
-        entry = app.conf.beat_schedule.get("jobs-sweep-lost")
-        assert (entry and entry["schedule"]) == expected, entry
-        if entry:
-            assert entry["task"] == "jobs.sweep"
-    get_settings.cache_clear()
+    assert not any("sweep" in name for name in app.conf.beat_schedule)
+    r, _ = idle_broker
+    assert _take_turn(r, "score@a", 0.5)
+    assert not _take_turn(r, "train@b", 0.5) and not _take_turn(r, "score@a", 0.5)
+    assert r.get(TURN_KEY) == "score@a"
+    wait_for(lambda: _take_turn(r, "train@b", 0.5), timeout=5, what="the next interval's turn")
+    assert r.get(TURN_KEY) == "train@b"
 
 
 def test_holders_are_per_message_so_a_retry_keeps_its_own(idle_broker):

@@ -156,13 +156,15 @@ def sweep(
         show_default="BIRTHMARK_SWEEP_MIN_AGE_S",
     ),
 ) -> None:
-    """Queue again the tasks of dead workers and the work the broker lost (beat does this every
-    BIRTHMARK_SWEEP_INTERVAL_S; safe to repeat)."""
+    """Queue again the tasks of dead workers and the work the broker lost (the workers do this
+    in turn every BIRTHMARK_SWEEP_INTERVAL_S; safe to repeat)."""
     from workers.tasks.sweep import sweep_now
 
     swept = sweep_now(min_age_s=min_age_s, confirm_s=confirm_s)
     if swept is None:
-        err_console.print("another sweep is running (beat's, or another `jobs sweep`); try again")
+        err_console.print(
+            "another sweep is running (a worker's or another `jobs sweep`): try again"
+        )
         raise typer.Exit(1)
     orphans, found = swept
     for orphan in orphans:

@@ -1,16 +1,22 @@
-"""The ``jobs.sweep`` task: queue again the work of any job that the broker lost.
+"""The sweep: queue again the tasks of dead workers and the work that the broker lost.
 
-See :mod:`workers.sweeper` for how lost work is told from queued work. Beat runs the sweep every
-``BIRTHMARK_SWEEP_INTERVAL_S`` on the score queue (its workers are the ones always up);
-``birthmark jobs sweep`` runs it in the foreground.
+See :mod:`workers.sweeper` for how lost work is told from queued work and :mod:`workers.holders`
+for how a dead worker's tasks are found. Every worker sweeps in turn, from a thread of its own:
+about every ``BIRTHMARK_SWEEP_INTERVAL_S`` one of them, whichever asks first once a Redis key
+saying a sweep is done for this interval has expired (``_take_turn``). Being no task, the sweep
+needs no free worker slot, no particular queue and no beat. ``birthmark jobs sweep`` runs one
+in the foreground.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import uuid
 from typing import Any
 
+from celery.signals import worker_ready, worker_shutdown
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
@@ -24,15 +30,44 @@ from workers.tasks.score import batch, finalize
 
 log = logging.getLogger(__name__)
 
+# Set while a sweep of this interval is taken: it expires after the interval, and the first
+# worker to ask after that sweeps.
+TURN_KEY = "birthmark:sweep:turn"
+_stop = threading.Event()
 
-@app.task(name="jobs.sweep", time_limit=300)
-def sweep() -> list[str] | None:
-    """One sweep (beat); None when another one is still looking."""
-    swept = sweep_now()
-    if swept is None:
-        return None
-    orphans, lost = swept
-    return [f"{o.task_id}: from {o.worker}" for o in orphans] + [x.describe() for x in lost]
+
+def _take_turn(r: Any, worker: str, interval_s: float) -> bool:
+    """True when ``worker`` takes this interval's sweep (no other worker took it yet)."""
+    return bool(r.set(TURN_KEY, worker, nx=True, px=max(1, int(interval_s * 1000))))
+
+
+def _sweep_in_turn(worker: str, interval_s: float) -> None:
+    """A worker's sweeping thread: asks about four times per interval (jittered, so workers
+    started together do not ask together) whether the sweep is its turn, and sweeps if it is."""
+    while True:
+        try:
+            if _take_turn(redis_client(), worker, interval_s):
+                swept = sweep_now()
+                if swept and any(swept):
+                    log.info("sweep by %s: %d orphaned, %d lost", worker, *map(len, swept))
+        except Exception:  # noqa: BLE001 - the next turn tries again
+            log.exception("sweep by %s failed", worker)
+        if _stop.wait(interval_s * random.uniform(0.2, 0.3)):
+            return
+
+
+@worker_ready.connect
+def _start_sweeping(sender: Any = None, **_: Any) -> None:
+    interval_s = get_settings().sweep_interval_s
+    worker = getattr(sender, "hostname", None)
+    if interval_s and worker:
+        args = (worker, interval_s)
+        threading.Thread(target=_sweep_in_turn, args=args, name="sweep", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_sweeping(**_: Any) -> None:
+    _stop.set()
 
 
 def sweep_now(
