@@ -185,6 +185,10 @@ def scoring_stack(
             "BIRTHMARK_S3_ENDPOINT_URL": s3.url,
             "BIRTHMARK_HOME": str(workdir / "home"),
             "BIRTHMARK_DEVICE": "cpu",
+            # The workers' periodic sweep (a Redis scan every 120 s) is kept out of the timed
+            # rounds and the per-image request counts: it costs per interval, not per image, and
+            # earlier runs had none (it was a beat task, and the stack runs no beat).
+            "BIRTHMARK_SWEEP_INTERVAL_S": "0",
             **worker_env,
         }
         os.environ.update(env)

@@ -1,11 +1,18 @@
-"""Cheap checks that an image file decodes (shared by the ISIC pull and local imports)."""
+"""Cheap checks that an image file decodes (shared by the ISIC pull and local imports).
+
+Importing it registers Pillow's HEIC/HEIF opener: Pillow reads neither on its own, and nothing
+else in this package may be relied on to have registered it (``models`` loads lazily).
+"""
 
 from __future__ import annotations
 
 import warnings
 from os import PathLike
 
+import pillow_heif
 from PIL import Image, UnidentifiedImageError
+
+pillow_heif.register_heif_opener()
 
 
 def unreadable_reason(path: str | PathLike[str]) -> str | None:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from curation import _images  # noqa: F401  (registers the HEIC/HEIF opener)
 from curation._columns import clean_text
 
 __all__ = ["perceptual_hash", "find_duplicates", "hash_distance"]

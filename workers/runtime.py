@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from urllib.parse import quote, urlparse, urlunparse
 
@@ -80,11 +81,19 @@ def redis_client() -> redis.Redis:
     )
 
 
+# boto3's default session, which makes the S3 client, is not thread-safe: a worker's sweep thread
+# and its first task may both open the store at once.
+_store_lock = threading.Lock()
+
+
 @lru_cache(maxsize=1)
 def store() -> Store:
     settings = get_settings()
-    s = open_store(settings.store, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
-    if isinstance(s, S3Store) and settings.s3_endpoint_url:
-        # MinIO/moto: make the bucket on first use; on AWS the bucket is provisioned separately.
-        s.ensure_bucket()
+    with _store_lock:
+        s = open_store(
+            settings.store, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+        )
+        if isinstance(s, S3Store) and settings.s3_endpoint_url:
+            # MinIO/moto: make the bucket on first use; on AWS it is provisioned separately.
+            s.ensure_bucket()
     return s

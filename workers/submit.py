@@ -63,7 +63,10 @@ def submit_scoring(
 def queue_plan(job_id: str) -> None:
     """Queue ``score.plan`` for ``job_id`` under the id the sweeper looks for. By name: a client
     queueing a job need not import the scoring worker's modules (torch)."""
-    app.send_task("score.plan", (job_id,), task_id=sweeper.plan_task_id(job_id))
+    # ignore_result: apply_async takes it from the task; by name, the backend would subscribe
+    # to a result nobody reads.
+    plan_id = sweeper.plan_task_id(job_id)
+    app.send_task("score.plan", (job_id,), task_id=plan_id, ignore_result=True)
 
 
 def submit_task_job(

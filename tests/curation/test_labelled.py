@@ -152,3 +152,29 @@ def test_a_damaged_avif_is_an_unreadable_file_not_an_error(tmp_path):
         path.write_bytes(bytes(damaged))
         reasons.append(unreadable_reason(path))
     assert any(r and "RuntimeError" in r for r in reasons)
+
+
+def test_a_heic_import_is_readable_without_models_loaded(tmp_path):
+    """HEIC support came from ``models.imageio`` registering pillow-heif's opener; ``models`` now
+    loads lazily, so the import check (``birthmark curate import``) registers it itself."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import io, sys\n"
+        "import pillow_heif\n"
+        "from PIL import Image\n"
+        "buf = io.BytesIO()\n"
+        "pillow_heif.from_pillow(Image.new('RGB', (64, 48), (180, 90, 60))).save(buf, quality=90)\n"
+        f"path = {str(tmp_path / 'photo.heic')!r}\n"
+        "open(path, 'wb').write(buf.getvalue())\n"
+        "from curation._images import unreadable_reason\n"
+        "from curation.dedupe import perceptual_hash\n"
+        "assert 'models.imageio' not in sys.modules\n"
+        "assert unreadable_reason(path) is None, unreadable_reason(path)\n"
+        "assert len(perceptual_hash(path)) == 16\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]

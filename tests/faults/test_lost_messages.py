@@ -157,6 +157,19 @@ def test_jobs_sweep_waits_its_turn_behind_a_running_sweep(idle_broker):
     assert r.hlen("unacked") == 0
 
 
+def test_a_plan_queued_by_name_is_the_message_apply_async_queues(idle_broker):
+    """``queue_plan`` sends ``score.plan`` by name (a client need not import the scoring worker's
+    modules): the same queue and id, and no result subscription (the task ignores results)."""
+    from workers.submit import submit_scoring
+    from workers.sweeper import plan_task_id
+
+    r, _ = idle_broker
+    job_id, _ = submit_scoring(items=[{"key": "uploads/x/a.jpg"}])
+    headers = json.loads(_messages(r)[plan_task_id(job_id)])["headers"]
+    assert (headers["task"], headers["ignore_result"]) == ("score.plan", True)
+    assert not any(k.startswith("celery-task-meta") for k in r.pubsub_channels())
+
+
 def test_a_message_seen_by_the_second_look_is_not_lost(idle_broker):
     """A message between BRPOP and the unacked record is in neither place for an instant."""
     from workers.sweeper import batch_task_id, find_lost

@@ -156,7 +156,8 @@ def requeue_lost(*, min_age_s: float | None = None, confirm_s: float = 5.0) -> l
     for lost in found:
         log.warning("lost in the broker, queued again: %s", lost.describe())
         if lost.task:
-            app.send_task(lost.task, (lost.job_id,), task_id=sweeper.run_task_id(lost.job_id))
+            task_id = sweeper.run_task_id(lost.job_id)
+            app.send_task(lost.task, (lost.job_id,), task_id=task_id, ignore_result=True)
         if lost.plan:
             queue_plan(lost.job_id)
         for index, items in lost.batches.items():
