@@ -191,7 +191,8 @@ def test_a_message_seen_by_the_second_look_is_not_lost(idle_broker):
 def test_a_lost_plan_or_finalize_is_found_and_new_jobs_are_left_alone(idle_broker):
     from workers import jobs
     from workers.submit import submit_scoring
-    from workers.sweeper import batch_task_id, find_lost, plan_task_id
+    from workers.sweeper import batch_task_id, finalize_task_id, find_lost, plan_task_id
+    from workers.tasks.sweep import requeue_lost
 
     r, st = idle_broker
     job_id, _ = submit_scoring(items=[{"key": "uploads/x/a.jpg"}, {"key": "uploads/x/b.jpg"}])
@@ -207,6 +208,13 @@ def test_a_lost_plan_or_finalize_is_found_and_new_jobs_are_left_alone(idle_broke
         jobs.complete_batch(r, done_id, i, summarize_rows([_MISSING, _MISSING]))
     found = {x.job_id: x for x in _find(r, st)}
     assert found[done_id].finalize and not found[done_id].batches
+
+    requeue_lost(min_age_s=0, confirm_s=0)  # sent by name: the task and id the worker expects
+    queued = {i: json.loads(m)["headers"]["task"] for i, m in _messages(r).items()}
+    assert queued == {
+        plan_task_id(job_id): "score.plan",
+        finalize_task_id(done_id): "score.finalize",
+    }
 
     jobs.update_job(r, done_id, status="done")
     assert done_id not in {x.job_id for x in _find(r, st)}  # finished jobs are never swept
