@@ -14,7 +14,15 @@ from workers import jobs, sweeper
 from workers.app import app
 from workers.runtime import redis_client, store
 
-__all__ = ["CLI_UPLOADS", "lookup_metadata", "submit_scoring", "submit_task_job", "request_key"]
+__all__ = [
+    "CLI_UPLOADS",
+    "lookup_metadata",
+    "queue_plan",
+    "request_key",
+    "send_by_name",
+    "submit_scoring",
+    "submit_task_job",
+]
 
 # Where `birthmark score` uploads local files (``<CLI_UPLOADS><job_id>/...``): each already belongs
 # to the job it was uploaded for, so the upload watcher leaves this prefix alone.
@@ -60,13 +68,17 @@ def submit_scoring(
     return job_id, created
 
 
-def queue_plan(job_id: str) -> None:
-    """Queue ``score.plan`` for ``job_id`` under the id the sweeper looks for. By name: a client
-    queueing a job need not import the scoring worker's modules (torch)."""
+def send_by_name(name: str, args: tuple, task_id: str) -> None:
+    """Queue task ``name`` (routed as ``apply_async`` would) without importing its module: a
+    client or the sweep need not import the workers' task modules (torch)."""
     # ignore_result: apply_async takes it from the task; by name, the backend would subscribe
     # to a result nobody reads.
-    plan_id = sweeper.plan_task_id(job_id)
-    app.send_task("score.plan", (job_id,), task_id=plan_id, ignore_result=True)
+    app.send_task(name, args, task_id=task_id, ignore_result=True)
+
+
+def queue_plan(job_id: str) -> None:
+    """Queue ``score.plan`` for ``job_id`` under the id the sweeper looks for."""
+    send_by_name("score.plan", (job_id,), sweeper.plan_task_id(job_id))
 
 
 def submit_task_job(

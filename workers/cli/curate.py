@@ -8,12 +8,13 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+import curation
 from workers.cli._common import console, err_console, known, print_json, table, wait_for_job
 from workers.runtime import store
 from workers.submit import submit_task_job
 
-# curation, workers.curating and workers.pulls (pandas and more, ~2 s) are imported by the commands
-# that use them: every `birthmark` command imports this module.
+# workers.curating and workers.pulls (pandas and more, ~2 s) are imported by the commands that
+# use them: every `birthmark` command imports this module (``curation`` loads lazily).
 app = typer.Typer(help="Curation: ISIC pulls, imports, curated versions.", no_args_is_help=True)
 
 
@@ -84,7 +85,6 @@ def import_(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Bring a local labelled set into the store as a pull (idempotent)."""
-    import curation
     from workers import pulls
 
     try:
@@ -185,7 +185,6 @@ def versions(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 def diff(v1: str, v2: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Added, removed and changed-verdict images between two versions."""
-    import curation
     from workers.training_run import load_manifest
 
     st = store()

@@ -25,7 +25,7 @@ from workers.app import QUEUES, app
 from workers.holders import alive_key, holder_key
 from workers.runtime import redis_client, store
 from workers.settings import get_settings
-from workers.submit import queue_plan
+from workers.submit import queue_plan, send_by_name
 
 log = logging.getLogger(__name__)
 
@@ -152,24 +152,18 @@ def requeue_lost(*, min_age_s: float | None = None, confirm_s: float = 5.0) -> l
     found = sweeper.find_lost(
         redis_client(), store(), queues=QUEUES, min_age_s=min_age_s, confirm_s=confirm_s
     )
-
-    def send(name: str, args: tuple, task_id: str) -> None:
-        # By name (as apply_async would route it): the sweep imports no worker's task modules,
-        # so `birthmark jobs sweep` starts no torch.
-        app.send_task(name, args, task_id=task_id, ignore_result=True)
-
     for lost in found:
         log.warning("lost in the broker, queued again: %s", lost.describe())
         if lost.task:
-            send(lost.task, (lost.job_id,), sweeper.run_task_id(lost.job_id))
+            send_by_name(lost.task, (lost.job_id,), sweeper.run_task_id(lost.job_id))
         if lost.plan:
             queue_plan(lost.job_id)
         for index, items in lost.batches.items():
-            send(
+            send_by_name(
                 "score.batch",
                 (lost.job_id, index, items),
                 sweeper.batch_task_id(lost.job_id, index),
             )
         if lost.finalize:
-            send("score.finalize", (lost.job_id,), sweeper.finalize_task_id(lost.job_id))
+            send_by_name("score.finalize", (lost.job_id,), sweeper.finalize_task_id(lost.job_id))
     return found
