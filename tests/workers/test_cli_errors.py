@@ -40,14 +40,15 @@ def test_an_unknown_id_is_bad_usage_in_every_command(env, args):
     version = st.read_pointer("curated/LATEST")
     argv = [a.replace("{v}", version) for a in args]
     unknown = next(a for a in argv if "nope" in a.lower())
+    r = redis_client()
+    queued_before = {q: r.llen(q) for q in QUEUES}  # the session's redis: other tests' leftovers
     result = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
     # A click usage error (SystemExit 2), not an exception that main() would turn into exit 1.
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 2, result.output
     assert unknown in result.output and "Invalid value" in result.output
     assert st.read_pointer("models/CHAMPION") is None  # promote changed nothing
-    r = redis_client()
-    assert not any(r.llen(q) for q in QUEUES)  # train and curate run queued nothing
+    assert {q: r.llen(q) for q in QUEUES} == queued_before  # train, curate run queued nothing
 
 
 def test_a_service_error_that_ends_a_sentence_is_not_given_a_second_full_stop():
