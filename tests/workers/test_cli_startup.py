@@ -28,8 +28,12 @@ def _loaded_after(code: str) -> dict[str, bool]:
 
 def test_the_cli_imports_no_heavy_library():
     # workers.submit: what `birthmark score` runs to queue a job (the plan task goes by name);
-    # workers.tasks.sweep: `birthmark jobs sweep` (it queues lost work by name too).
-    loaded = _loaded_after("import workers.cli\nimport workers.submit\nimport workers.tasks.sweep")
+    # workers.tasks.sweep: `birthmark jobs sweep` (it queues lost work by name too);
+    # workers.watcher: `birthmark score --watch` (its passes run in the CLI's process).
+    loaded = _loaded_after(
+        "import workers.cli\nimport workers.submit\nimport workers.tasks.sweep\n"
+        "import workers.watcher"
+    )
     assert loaded == dict.fromkeys(HEAVY, False)
 
 

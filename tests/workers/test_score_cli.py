@@ -150,7 +150,7 @@ def test_linked_folders_are_followed_and_broken_links_named(env, photos, tmp_pat
 
 def test_the_watcher_leaves_cli_uploads_to_their_own_job(env, photos):
     from workers.runtime import store
-    from workers.tasks.score import watch_prefix
+    from workers.watcher import watch_prefix
 
     assert _cli("score", str(photos), "--job-id", "cli-1").exit_code == 0
     store().put("uploads/app/x.jpg", good_jpeg(5))
@@ -161,10 +161,10 @@ def test_the_watcher_leaves_cli_uploads_to_their_own_job(env, photos):
 
 def test_the_watchers_claims_keep_only_uploads_inside_its_window(env):
     from workers.runtime import redis_client, store
-    from workers.tasks.score import _GRACE_S, watch_prefix
+    from workers.watcher import GRACE_S, watch_prefix
 
     st, r = store(), redis_client()
-    then = time.time() - 3 * _GRACE_S
+    then = time.time() - 3 * GRACE_S
     st.put("uploads/app/old.jpg", good_jpeg(5))
     os.utime(st.root / "uploads/app/old.jpg", (then, then))
     first = watch_prefix("uploads/")

@@ -79,7 +79,7 @@ def test_fifty_uploads_on_local_store(env, start_worker):
 def test_watcher_scores_each_upload_once(s3_env, start_worker):
     from workers import results
     from workers.runtime import store
-    from workers.tasks.score import watch_prefix
+    from workers.watcher import watch_prefix
 
     st = store()
     publish_tiny_champion(st)

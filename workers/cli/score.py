@@ -232,7 +232,7 @@ def score(
 ) -> None:
     """Queue a scoring job; every input ends as one result row (ok or error with a kind)."""
     if watch is not None:
-        from workers.tasks.score import watch_prefix
+        from workers.watcher import watch_prefix
 
         err_console.print(f"watching [bold]{watch}[/] every {interval:g}s (Ctrl-C to stop)")
         while True:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -26,8 +25,9 @@ from workers.runs import counted_run
 from workers.runtime import redis_client, store
 from workers.scoring import DecoderHung, Item, ScoringModel, load_scoring_model, score_batch
 from workers.settings import get_settings
-from workers.submit import CLI_UPLOADS, lookup_metadata, request_key, submit_scoring
+from workers.submit import lookup_metadata, request_key
 from workers.tasks._base import TRANSIENT, JobTask
+from workers.watcher import watch_prefix
 
 log = logging.getLogger(__name__)
 
@@ -197,75 +197,7 @@ def finalize_job(job_id: str) -> dict[str, Any]:
     return summary
 
 
-def _cursor_key(prefix: str) -> str:
-    return f"state/watch-{hashlib.sha1(prefix.encode()).hexdigest()[:12]}.json"
-
-
 @app.task(name="score.watch", time_limit=300, **_RETRY)
 def watch(prefix: str | None = None) -> str | None:
     """Score objects that appeared under the uploads prefix since the stored cursor, once each."""
     return watch_prefix(prefix if prefix is not None else get_settings().watch_prefix)
-
-
-def watch_prefix(prefix: str) -> str | None:
-    """One watcher pass over ``prefix`` (also run in-process by `birthmark score --watch`)."""
-    st, r = store(), redis_client()
-    owner = f"watch-{time.time()}"
-    if not jobs.acquire_lock(r, f"watch:{prefix}", owner, ttl_s=300):
-        return None  # another watcher run is listing right now
-    try:
-        return _watch_once(st, r, prefix)
-    finally:
-        jobs.release_lock(r, f"watch:{prefix}", owner)
-
-
-_GRACE_S = 600.0  # objects may appear in a listing with an older LastModified than the cursor
-
-
-def _watch_once(st, r, prefix: str) -> str | None:
-    claims = f"birthmark:watch:claims:{prefix}"
-    pending = f"birthmark:watch:pending:{prefix}"
-    # A crash between claiming keys and queueing their job leaves them pending: queue them now.
-    for job_id in r.smembers(pending):
-        keys = r.lrange(f"birthmark:watch:job:{job_id}", 0, -1)
-        submit_scoring(items=[{"key": k, "source": k} for k in keys], job_id=job_id, kind="watch")
-        r.srem(pending, job_id)
-        r.delete(f"birthmark:watch:job:{job_id}")
-    cursor_key = _cursor_key(prefix)
-    cursor = json.loads(st.get(cursor_key)) if st.exists(cursor_key) else {"last_modified": 0.0}
-    fresh = [
-        o
-        for o in st.list(prefix)
-        if o.last_modified >= cursor["last_modified"] - _GRACE_S
-        # A CLI upload is scored by the job it was uploaded for; the watcher would score it twice.
-        and not o.key.startswith(CLI_UPLOADS)
-    ]
-    # Claims are only consulted for objects still inside the cursor's window: drop the rest, so
-    # the hash holds the last ~10 minutes of uploads rather than every upload ever.
-    in_window = {o.key for o in fresh}
-    stale = [k for k in r.hkeys(claims) if k not in in_window]
-    for i in range(0, len(stale), 1000):
-        r.hdel(claims, *stale[i : i + 1000])
-    if not fresh:
-        return None
-    unseen = [
-        o
-        for o, seen in zip(fresh, r.hmget(claims, [o.key for o in fresh]), strict=True)
-        if not seen
-    ]
-    job_id = jobs.new_job_id("watch")
-    pipe = r.pipeline()
-    for o in unseen:
-        pipe.hsetnx(claims, o.key, job_id)
-    mine = [o for o, won in zip(unseen, pipe.execute(), strict=True) if won]
-    newest = max(o.last_modified for o in fresh)
-    if mine:
-        r.rpush(f"birthmark:watch:job:{job_id}", *[o.key for o in mine])
-        r.sadd(pending, job_id)
-        submit_scoring(
-            items=[{"key": o.key, "source": o.key} for o in mine], job_id=job_id, kind="watch"
-        )
-        r.srem(pending, job_id)
-        r.delete(f"birthmark:watch:job:{job_id}")
-    st.put(cursor_key, json.dumps({"last_modified": max(newest, cursor["last_modified"])}).encode())
-    return job_id if mine else None
