@@ -26,6 +26,18 @@ def _cursor_key(prefix: str) -> str:
     return f"state/watch-{hashlib.sha1(prefix.encode()).hexdigest()[:12]}.json"
 
 
+def _job_key(job_id: str) -> str:
+    """The keys a claimed job scores, kept until it is queued."""
+    return f"birthmark:watch:job:{job_id}"
+
+
+def _queue_claimed(r, pending: str, job_id: str, keys: list[str]) -> None:
+    """Submit the job for ``keys`` claimed under ``job_id``; then it is no longer pending."""
+    submit_scoring(items=[{"key": k, "source": k} for k in keys], job_id=job_id, kind="watch")
+    r.srem(pending, job_id)
+    r.delete(_job_key(job_id))
+
+
 def watch_prefix(prefix: str) -> str | None:
     """One watcher pass over ``prefix`` (also run in-process by `birthmark score --watch`)."""
     st, r = store(), redis_client()
@@ -43,10 +55,7 @@ def _watch_once(st, r, prefix: str) -> str | None:
     pending = f"birthmark:watch:pending:{prefix}"
     # A crash between claiming keys and queueing their job leaves them pending: queue them now.
     for job_id in r.smembers(pending):
-        keys = r.lrange(f"birthmark:watch:job:{job_id}", 0, -1)
-        submit_scoring(items=[{"key": k, "source": k} for k in keys], job_id=job_id, kind="watch")
-        r.srem(pending, job_id)
-        r.delete(f"birthmark:watch:job:{job_id}")
+        _queue_claimed(r, pending, job_id, r.lrange(_job_key(job_id), 0, -1))
     cursor_key = _cursor_key(prefix)
     cursor = json.loads(st.get(cursor_key)) if st.exists(cursor_key) else {"last_modified": 0.0}
     fresh = [
@@ -76,12 +85,9 @@ def _watch_once(st, r, prefix: str) -> str | None:
     mine = [o for o, won in zip(unseen, pipe.execute(), strict=True) if won]
     newest = max(o.last_modified for o in fresh)
     if mine:
-        r.rpush(f"birthmark:watch:job:{job_id}", *[o.key for o in mine])
+        keys = [o.key for o in mine]
+        r.rpush(_job_key(job_id), *keys)
         r.sadd(pending, job_id)
-        submit_scoring(
-            items=[{"key": o.key, "source": o.key} for o in mine], job_id=job_id, kind="watch"
-        )
-        r.srem(pending, job_id)
-        r.delete(f"birthmark:watch:job:{job_id}")
+        _queue_claimed(r, pending, job_id, keys)
     st.put(cursor_key, json.dumps({"last_modified": max(newest, cursor["last_modified"])}).encode())
     return job_id if mine else None
