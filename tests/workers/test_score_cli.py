@@ -178,6 +178,25 @@ def test_the_watchers_claims_keep_only_uploads_inside_its_window(env):
     assert r.hkeys(claims) == ["uploads/app/new.jpg"]
 
 
+def test_a_watcher_pass_that_died_after_claiming_is_queued_by_the_next(env):
+    from workers import jobs
+    from workers.runtime import redis_client, store
+    from workers.watcher import watch_prefix
+
+    st, r = store(), redis_client()
+    st.put("uploads/app/x.jpg", good_jpeg(5))
+    # What a pass leaves when it dies between claiming x.jpg and submitting the job for it.
+    job_id = jobs.new_job_id("watch")
+    r.hset("birthmark:watch:claims:uploads/", "uploads/app/x.jpg", job_id)
+    r.rpush(f"birthmark:watch:job:{job_id}", "uploads/app/x.jpg")
+    r.sadd("birthmark:watch:pending:uploads/", job_id)
+    assert watch_prefix("uploads/") is None  # nothing new: x.jpg is claimed by the dead pass
+    assert [i["key"] for i in _request(job_id)["items"]] == ["uploads/app/x.jpg"]
+    assert jobs.get_job(r, job_id)["kind"] == "watch"
+    assert not r.smembers("birthmark:watch:pending:uploads/")
+    assert not r.exists(f"birthmark:watch:job:{job_id}")
+
+
 def test_jobs_status_json_exits_1_for_a_failed_job_like_the_table(env):
     from workers import jobs
     from workers.runtime import redis_client
