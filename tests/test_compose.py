@@ -143,3 +143,24 @@ def test_workers_get_time_to_hand_their_work_back_on_stop():
         if name.startswith("worker-"):
             grace = svc.get("stop_grace_period", "10s")
             assert grace.endswith("s") and int(grace[:-1]) >= 30, (name, grace)
+
+
+def test_minio_pushes_upload_events_where_the_watcher_reads_them():
+    services = _services()
+    minio, app_env = services["minio"]["environment"], services["beat"]["environment"]
+    target = {
+        k.rsplit("_", 1)[0]: v for k, v in minio.items() if k.startswith("MINIO_NOTIFY_REDIS")
+    }
+    target_id = next(k for k in minio if k.startswith("MINIO_NOTIFY_REDIS_ENABLE_")).rsplit("_", 1)[
+        1
+    ]
+    assert target["MINIO_NOTIFY_REDIS_ENABLE"] == "on"
+    assert target["MINIO_NOTIFY_REDIS_FORMAT"] == "access"  # a list; "namespace" writes a hash
+    assert target["MINIO_NOTIFY_REDIS_KEY"] == app_env["BIRTHMARK_UPLOAD_EVENTS_KEY"]
+    # MinIO writes to database 0 of the broker's Redis.
+    assert app_env["BIRTHMARK_REDIS_URL"] == f"redis://{target['MINIO_NOTIFY_REDIS_ADDRESS']}/0"
+    subscribe = services["createbucket"]["command"][0]
+    assert f"arn:minio:sqs::{target_id}:redis --event put --prefix uploads/" in subscribe
+    assert (
+        "BIRTHMARK_WATCH_PREFIX" not in app_env
+    )  # the watcher's prefix is uploads/, as subscribed

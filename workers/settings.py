@@ -71,6 +71,18 @@ class Settings(BaseSettings):
     )
     watch_prefix: str = "uploads/"
     watch_interval_s: float = Field(default=30.0, gt=0)
+    upload_events_key: str | None = Field(
+        default=None,
+        description="Redis list the object store pushes bucket events to (MinIO: "
+        "MINIO_NOTIFY_REDIS_KEY_<ID>, format access, database 0). Set: a watcher pass takes new "
+        "uploads from it instead of listing the prefix, which it then lists only every "
+        "watch_list_interval_s, for uploads whose event was lost.",
+    )
+    watch_list_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="With upload_events_key set, how often a watcher pass also lists the prefix.",
+    )
     compile_model: bool = Field(default=False, description="torch.compile the scoring model.")
     score_torchscript: bool = Field(
         default=True,

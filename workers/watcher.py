@@ -1,25 +1,41 @@
 """The upload watcher: score objects that appear under a prefix, each once.
 
-One pass lists the prefix, keeps what is newer than the stored cursor (less a grace window: a
-listing may show an object late, with an older LastModified), claims each key in Redis so two
-passes never queue it twice, and submits one scoring job. The ``score.watch`` beat task runs a
-pass on a worker; `birthmark score --watch` runs passes in its own process, so this module imports
-no scoring code (torch).
+One pass finds new keys, claims each in Redis so two passes never queue it twice, and submits one
+scoring job. It finds them by listing the prefix and keeping what is newer than the stored cursor
+(less a grace window: a listing may show an object late, with an older LastModified), or, with
+``BIRTHMARK_UPLOAD_EVENTS_KEY`` set, from the bucket events the store pushed to a Redis list
+(``workers.upload_events``), listing only every ``watch_list_interval_s`` to catch a lost event.
+The ``score.watch`` beat task runs a pass on a worker; `birthmark score --watch` runs passes in its
+own process, so this module imports no scoring code (torch).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import time
+
+import redis
 
 from workers import jobs
 from workers.runtime import redis_client, store
+from workers.settings import get_settings
+from workers.store import S3Store
 from workers.submit import CLI_UPLOADS, submit_scoring
+from workers.upload_events import UnreadableEvent, created_objects
 
-__all__ = ["GRACE_S", "watch_prefix"]
+__all__ = ["EVENTS_PER_PASS", "GRACE_S", "UploadEventsMisconfigured", "watch_prefix"]
+
+log = logging.getLogger(__name__)
 
 GRACE_S = 600.0  # objects may appear in a listing with an older LastModified than the cursor
+EVENTS_PER_PASS = 10_000  # event-list entries one pass takes; the next pass takes the rest
+
+
+class UploadEventsMisconfigured(RuntimeError):
+    """``BIRTHMARK_UPLOAD_EVENTS_KEY`` cannot be read as MinIO's access-format event list."""
 
 
 def _cursor_key(prefix: str) -> str:
@@ -56,6 +72,54 @@ def _watch_once(st, r, prefix: str) -> str | None:
     # A crash between claiming keys and queueing their job leaves them pending: queue them now.
     for job_id in r.smembers(pending):
         _queue_claimed(r, pending, job_id, r.lrange(_job_key(job_id), 0, -1))
+    settings = get_settings()
+    events_key = settings.upload_events_key
+    found: dict[str, None] = {}  # new keys, in order, once each
+    taken, unreadable = 0, []
+    if events_key:
+        keys, taken, unreadable = _take_events(st, r, events_key, prefix)
+        found.update(dict.fromkeys(keys))
+    # Without events every pass lists; with them, one pass per interval does, for lost events.
+    listing_due = not events_key or r.set(
+        f"birthmark:watch:listed:{prefix}",
+        "1",
+        nx=True,
+        ex=math.ceil(settings.watch_list_interval_s),
+    )
+    listed = _list_new(st, r, prefix, claims) if listing_due else None
+    if listed is not None:
+        found.update(dict.fromkeys(listed[0]))
+    seen = r.hmget(claims, list(found)) if found else []
+    unseen = [k for k, claimed in zip(found, seen, strict=True) if not claimed]
+    job_id = jobs.new_job_id("watch")
+    pipe = r.pipeline()
+    for key in unseen:
+        pipe.hsetnx(claims, key, job_id)
+    mine = [k for k, won in zip(unseen, pipe.execute(), strict=True) if won]
+    if mine:
+        r.rpush(_job_key(job_id), *mine)
+        r.sadd(pending, job_id)
+    if taken:
+        # Only once their keys are claimed (a pass that dies before this reads them again).
+        pipe = r.pipeline()
+        pipe.ltrim(events_key, taken, -1)
+        if unreadable:
+            pipe.rpush(f"{events_key}:unreadable", *unreadable)  # kept for a person, not lost
+        pipe.execute()
+    if mine:
+        _queue_claimed(r, pending, job_id, mine)
+    if listed is not None and listed[2] != listed[3]:
+        st.put(listed[1], json.dumps({"last_modified": listed[3]}).encode())
+    return job_id if mine else None
+
+
+def _list_new(st, r, prefix: str, claims: str) -> tuple[list[str], str, float, float]:
+    """Keys listed under ``prefix`` since the stored cursor; the cursor's key, value and next value.
+
+    Claims are only consulted for objects still inside the cursor's window: the rest are dropped,
+    so the hash holds the last ~10 minutes of uploads (since the last listing) rather than every
+    upload ever.
+    """
     cursor_key = _cursor_key(prefix)
     cursor = json.loads(st.get(cursor_key)) if st.exists(cursor_key) else {"last_modified": 0.0}
     fresh = [
@@ -65,29 +129,48 @@ def _watch_once(st, r, prefix: str) -> str | None:
         # A CLI upload is scored by the job it was uploaded for; the watcher would score it twice.
         and not o.key.startswith(CLI_UPLOADS)
     ]
-    # Claims are only consulted for objects still inside the cursor's window: drop the rest, so
-    # the hash holds the last ~10 minutes of uploads rather than every upload ever.
     in_window = {o.key for o in fresh}
     stale = [k for k in r.hkeys(claims) if k not in in_window]
     for i in range(0, len(stale), 1000):
         r.hdel(claims, *stale[i : i + 1000])
-    if not fresh:
-        return None
-    unseen = [
-        o
-        for o, seen in zip(fresh, r.hmget(claims, [o.key for o in fresh]), strict=True)
-        if not seen
-    ]
-    job_id = jobs.new_job_id("watch")
-    pipe = r.pipeline()
-    for o in unseen:
-        pipe.hsetnx(claims, o.key, job_id)
-    mine = [o for o, won in zip(unseen, pipe.execute(), strict=True) if won]
-    newest = max(o.last_modified for o in fresh)
-    if mine:
-        keys = [o.key for o in mine]
-        r.rpush(_job_key(job_id), *keys)
-        r.sadd(pending, job_id)
-        _queue_claimed(r, pending, job_id, keys)
-    st.put(cursor_key, json.dumps({"last_modified": max(newest, cursor["last_modified"])}).encode())
-    return job_id if mine else None
+    newest = max((o.last_modified for o in fresh), default=0.0)
+    last = cursor["last_modified"]
+    return [o.key for o in fresh], cursor_key, last, max(newest, last)
+
+
+def _take_events(st, r, events_key: str, prefix: str) -> tuple[list[str], int, list[str]]:
+    """New keys under ``prefix`` that the head of the event list announces.
+
+    Returns them, how many entries were read (trimmed once the keys are claimed) and the entries
+    that could not be read. Events for another bucket, outside the prefix or for a CLI upload are
+    not this watcher's.
+    """
+    if not isinstance(st, S3Store):
+        raise UploadEventsMisconfigured(
+            f"BIRTHMARK_UPLOAD_EVENTS_KEY is set but the store {st.uri} is a folder, which has no "
+            "bucket events: unset it, or use an s3:// store"
+        )
+    try:
+        entries = r.lrange(events_key, 0, EVENTS_PER_PASS - 1)
+    except redis.ResponseError as err:  # WRONGTYPE: MinIO's namespace format writes a hash
+        raise UploadEventsMisconfigured(
+            f"Redis key {events_key!r} holds a {r.type(events_key)}, not a list of events: "
+            "set MINIO_NOTIFY_REDIS_FORMAT_<ID>=access"
+        ) from err
+    keys, unreadable = [], []
+    for entry in entries:
+        try:
+            objects = created_objects(entry)
+        except UnreadableEvent as err:
+            log.warning(
+                "unreadable entry on %s (kept on %s:unreadable): %s", events_key, events_key, err
+            )
+            unreadable.append(entry)
+            continue
+        for bucket, object_key in objects:
+            if bucket != st.bucket or not object_key.startswith(st.prefix):
+                continue
+            key = object_key[len(st.prefix) :]
+            if key.startswith(prefix) and not key.startswith(CLI_UPLOADS):
+                keys.append(key)
+    return keys, len(entries), unreadable

@@ -1,0 +1,161 @@
+"""The upload watcher fed by bucket events: MinIO's access-format entries on a real Redis list, a
+real S3 HTTP server (moto) holding the uploads, no worker (the jobs it queues are read back)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from urllib.parse import quote_plus
+
+import pytest
+
+from tests.conftest import reset_caches
+from tests.workers.helpers import good_jpeg
+from workers.upload_events import UnreadableEvent, created_objects
+
+
+def _record(bucket: str, key: str, name: str = "s3:ObjectCreated:Put") -> dict:
+    """One event record as MinIO writes it (the key query-escaped, as MinIO's url.QueryEscape)."""
+    return {
+        "eventVersion": "2.0",
+        "eventSource": "minio:s3",
+        "awsRegion": "",
+        "eventTime": "2026-12-02T15:04:05.000Z",
+        "eventName": name,
+        "userIdentity": {"principalId": "birthmark"},
+        "requestParameters": {"sourceIPAddress": "10.0.0.7"},
+        "responseElements": {},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "Config",
+            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "birthmark"}, "arn": ""},
+            "object": {"key": quote_plus(key), "size": 1234, "sequencer": "17F0A2B3C4D5E6F7"},
+        },
+        "source": {"host": "10.0.0.7", "port": "", "userAgent": "okhttp/4.12.0"},
+    }
+
+
+def _entry(bucket: str, key: str, name: str = "s3:ObjectCreated:Put") -> str:
+    """What MinIO RPUSHes for one event with MINIO_NOTIFY_REDIS_FORMAT=access."""
+    return json.dumps(
+        [{"Event": [_record(bucket, key, name)], "EventTime": "2026-12-02T15:04:05.000Z"}]
+    )
+
+
+def test_created_objects_reads_minio_entries_and_decodes_keys():
+    assert created_objects(_entry("bm", "uploads/app/my photo (1)+x.jpg")) == [
+        ("bm", "uploads/app/my photo (1)+x.jpg")
+    ]
+    assert created_objects(
+        _entry("bm", "uploads/a.jpg", "s3:ObjectCreated:CompleteMultipartUpload")
+    )
+    for not_an_upload in ("s3:ObjectRemoved:Delete", "s3:ObjectCreated:PutRetention"):
+        assert created_objects(_entry("bm", "uploads/a.jpg", not_an_upload)) == []
+    # Amazon's own shape (an S3 notification body) reads the same.
+    assert created_objects(json.dumps({"Records": [_record("bm", "uploads/b.jpg")]})) == [
+        ("bm", "uploads/b.jpg")
+    ]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        b"\xff\xfe",
+        "not json",
+        "{}",
+        "[1, 2]",
+        '[{"Event": [{"eventName": "s3:ObjectCreated:Put"}]}]',
+    ],
+)
+def test_created_objects_refuses_what_is_not_an_event(entry):
+    with pytest.raises(UnreadableEvent):
+        created_objects(entry)
+
+
+@pytest.fixture
+def events(s3_env, monkeypatch):
+    """BIRTHMARK_UPLOAD_EVENTS_KEY on: (store, redis, events key, a prefix of this test's own)."""
+    from workers.runtime import redis_client, store
+
+    key = f"test-events-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("BIRTHMARK_UPLOAD_EVENTS_KEY", key)
+    reset_caches()
+    return store(), redis_client(), key, f"uploads/{uuid.uuid4().hex[:8]}/"
+
+
+def _items(job_id: str) -> list[str]:
+    from workers.runtime import store
+    from workers.submit import request_key
+
+    return [i["key"] for i in json.loads(store().get(request_key(job_id)))["items"]]
+
+
+def test_a_pass_scores_what_the_events_announce_and_lists_only_when_due(events):
+    from workers.watcher import watch_prefix
+
+    st, r, key, prefix = events
+    assert watch_prefix(prefix) is None  # the first pass lists: nothing there yet
+    for name in ("a.jpg", "b c+d.jpg", "quiet.jpg"):
+        st.put(prefix + name, good_jpeg(len(name)))
+    r.rpush(
+        key,
+        _entry(st.bucket, prefix + "a.jpg"),
+        _entry(st.bucket, prefix + "b c+d.jpg"),
+        _entry(st.bucket, prefix + "a.jpg"),  # delivered twice (events are at least once)
+        _entry(st.bucket, prefix + "a.jpg", "s3:ObjectRemoved:Delete"),
+        _entry("another-bucket", prefix + "x.jpg"),
+        _entry(st.bucket, "models/elsewhere.pt"),
+        "garbage",
+    )
+    job = watch_prefix(prefix)
+    # quiet.jpg has no event, and this pass does not list.
+    assert _items(job) == [prefix + "a.jpg", prefix + "b c+d.jpg"]
+    assert r.llen(key) == 0
+    assert r.lrange(f"{key}:unreadable", 0, -1) == ["garbage"]  # kept for a person
+    assert watch_prefix(prefix) is None
+    r.rpush(key, _entry(st.bucket, prefix + "a.jpg"))  # a late duplicate of a scored upload
+    assert watch_prefix(prefix) is None and r.llen(key) == 0
+    # The listing interval passes: the listing finds the upload whose event was lost, only it.
+    r.delete(f"birthmark:watch:listed:{prefix}")
+    assert _items(watch_prefix(prefix)) == [prefix + "quiet.jpg"]
+
+
+def test_a_pass_that_dies_before_queueing_leaves_its_events_claimed_for_the_next(
+    events, monkeypatch
+):
+    from workers import watcher
+
+    st, r, key, prefix = events
+    watcher.watch_prefix(prefix)  # lists now, so the passes below take events only
+    st.put(prefix + "a.jpg", good_jpeg(1))
+    r.rpush(key, _entry(st.bucket, prefix + "a.jpg"))
+
+    def die(**_):
+        raise ConnectionError("broker went away")
+
+    with monkeypatch.context() as m:
+        m.setattr(watcher, "submit_scoring", die)
+        with pytest.raises(ConnectionError):
+            watcher.watch_prefix(prefix)
+    assert r.llen(key) == 0  # taken: its key is claimed and pending
+    assert watcher.watch_prefix(prefix) is None  # nothing new, but the pending job is queued
+    (job_id,) = r.hvals(f"birthmark:watch:claims:{prefix}")
+    assert _items(job_id) == [prefix + "a.jpg"]
+
+
+def test_minio_namespace_format_is_refused_with_what_to_set(events):
+    from workers.watcher import UploadEventsMisconfigured, watch_prefix
+
+    st, r, key, prefix = events
+    r.hset(key, f"{st.bucket}/{prefix}a.jpg", json.dumps({"Records": []}))
+    with pytest.raises(UploadEventsMisconfigured, match="FORMAT_<ID>=access"):
+        watch_prefix(prefix)
+
+
+def test_events_on_a_folder_store_are_refused(env, monkeypatch):
+    from workers.watcher import UploadEventsMisconfigured, watch_prefix
+
+    monkeypatch.setenv("BIRTHMARK_UPLOAD_EVENTS_KEY", "events")
+    reset_caches()
+    with pytest.raises(UploadEventsMisconfigured, match="folder"):
+        watch_prefix("uploads/")
