@@ -74,9 +74,9 @@ class Settings(BaseSettings):
     upload_events_key: str | None = Field(
         default=None,
         description="Redis list the object store pushes bucket events to (MinIO: "
-        "MINIO_NOTIFY_REDIS_KEY_<ID>, format access, database 0). Set: a watcher pass takes new "
-        "uploads from it instead of listing the prefix, which it then lists only every "
-        "watch_list_interval_s, for uploads whose event was lost.",
+        "MINIO_NOTIFY_REDIS_KEY_<ID>, format access, database 0). Set: a pass of the watch_prefix "
+        "watcher takes new uploads from it instead of listing the prefix, which it then lists only "
+        "every watch_list_interval_s, for uploads whose event was lost.",
     )
     watch_list_interval_s: float = Field(
         default=600.0,

@@ -73,7 +73,8 @@ def _watch_once(st, r, prefix: str) -> str | None:
     for job_id in r.smembers(pending):
         _queue_claimed(r, pending, job_id, r.lrange(_job_key(job_id), 0, -1))
     settings = get_settings()
-    events_key = settings.upload_events_key
+    # The events are for the configured prefix: a watcher of another (`score --watch`) lists.
+    events_key = settings.upload_events_key if prefix == settings.watch_prefix else None
     found: dict[str, None] = {}  # new keys, in order, once each
     taken, unreadable = 0, []
     if events_key:
@@ -86,7 +87,14 @@ def _watch_once(st, r, prefix: str) -> str | None:
         nx=True,
         ex=math.ceil(settings.watch_list_interval_s),
     )
-    listed = _list_new(st, r, prefix, claims) if listing_due else None
+    listed = None
+    if listing_due:
+        try:
+            listed = _list_new(st, r, prefix, claims)
+        except Exception:
+            if events_key:  # the retry lists, rather than the pass an interval later
+                r.delete(f"birthmark:watch:listed:{prefix}")
+            raise
     if listed is not None:
         found.update(dict.fromkeys(listed[0]))
     seen = r.hmget(claims, list(found)) if found else []

@@ -77,10 +77,11 @@ def events(s3_env, monkeypatch):
     """BIRTHMARK_UPLOAD_EVENTS_KEY on: (store, redis, events key, a prefix of this test's own)."""
     from workers.runtime import redis_client, store
 
-    key = f"test-events-{uuid.uuid4().hex[:8]}"
+    key, prefix = f"test-events-{uuid.uuid4().hex[:8]}", f"uploads/{uuid.uuid4().hex[:8]}/"
     monkeypatch.setenv("BIRTHMARK_UPLOAD_EVENTS_KEY", key)
+    monkeypatch.setenv("BIRTHMARK_WATCH_PREFIX", prefix)
     reset_caches()
-    return store(), redis_client(), key, f"uploads/{uuid.uuid4().hex[:8]}/"
+    return store(), redis_client(), key, prefix
 
 
 def _items(job_id: str) -> list[str]:
@@ -141,6 +142,16 @@ def test_a_pass_that_dies_before_queueing_leaves_its_events_claimed_for_the_next
     assert watcher.watch_prefix(prefix) is None  # nothing new, but the pending job is queued
     (job_id,) = r.hvals(f"birthmark:watch:claims:{prefix}")
     assert _items(job_id) == [prefix + "a.jpg"]
+
+
+def test_a_watcher_of_another_prefix_lists_and_leaves_the_events_alone(events):
+    from workers.watcher import watch_prefix
+
+    st, r, key, prefix = events
+    st.put(prefix + "clinic-7/a.jpg", good_jpeg(1))
+    r.rpush(key, _entry(st.bucket, prefix + "clinic-7/a.jpg"))
+    assert _items(watch_prefix(prefix + "clinic-7/")) == [prefix + "clinic-7/a.jpg"]
+    assert r.llen(key) == 1  # still there for the configured prefix's watcher
 
 
 def test_minio_namespace_format_is_refused_with_what_to_set(events):
