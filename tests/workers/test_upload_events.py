@@ -144,6 +144,24 @@ def test_a_pass_that_dies_before_queueing_leaves_its_events_claimed_for_the_next
     assert _items(job_id) == [prefix + "a.jpg"]
 
 
+def test_a_listing_that_fails_is_tried_again_by_the_next_pass_not_an_interval_later(
+    events, monkeypatch
+):
+    from workers import watcher
+
+    st, r, key, prefix = events
+    st.put(prefix + "quiet.jpg", good_jpeg(1))  # no event: only a listing finds it
+
+    def store_down(*_):
+        raise ConnectionError("S3 endpoint unreachable")
+
+    with monkeypatch.context() as m:
+        m.setattr(watcher, "_list_new", store_down)
+        with pytest.raises(ConnectionError):
+            watcher.watch_prefix(prefix)
+    assert _items(watcher.watch_prefix(prefix)) == [prefix + "quiet.jpg"]
+
+
 def test_a_watcher_of_another_prefix_lists_and_leaves_the_events_alone(events):
     from workers.watcher import watch_prefix
 
