@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from typing import NamedTuple
 
 import redis
 
@@ -32,6 +33,13 @@ log = logging.getLogger(__name__)
 
 GRACE_S = 600.0  # objects may appear in a listing with an older LastModified than the cursor
 EVENTS_PER_PASS = 10_000  # event-list entries one pass takes; the next pass takes the rest
+
+
+class _Listing(NamedTuple):
+    keys: list[str]  # listed since the cursor, less the grace window
+    cursor_key: str
+    cursor: float  # LastModified stored
+    next_cursor: float  # ... and to store once the keys are queued
 
 
 class UploadEventsMisconfigured(RuntimeError):
@@ -96,7 +104,7 @@ def _watch_once(st, r, prefix: str) -> str | None:
                 r.delete(f"birthmark:watch:listed:{prefix}")
             raise
     if listed is not None:
-        found.update(dict.fromkeys(listed[0]))
+        found.update(dict.fromkeys(listed.keys))
     seen = r.hmget(claims, list(found)) if found else []
     unseen = [k for k, claimed in zip(found, seen, strict=True) if not claimed]
     job_id = jobs.new_job_id("watch")
@@ -116,13 +124,13 @@ def _watch_once(st, r, prefix: str) -> str | None:
         pipe.execute()
     if mine:
         _queue_claimed(r, pending, job_id, mine)
-    if listed is not None and listed[2] != listed[3]:
-        st.put(listed[1], json.dumps({"last_modified": listed[3]}).encode())
+    if listed is not None and listed.next_cursor != listed.cursor:
+        st.put(listed.cursor_key, json.dumps({"last_modified": listed.next_cursor}).encode())
     return job_id if mine else None
 
 
-def _list_new(st, r, prefix: str, claims: str) -> tuple[list[str], str, float, float]:
-    """Keys listed under ``prefix`` since the stored cursor; the cursor's key, value and next value.
+def _list_new(st, r, prefix: str, claims: str) -> _Listing:
+    """Keys listed under ``prefix`` since the stored cursor.
 
     Claims are only consulted for objects still inside the cursor's window: the rest are dropped,
     so the hash holds the last ~10 minutes of uploads (since the last listing) rather than every
@@ -143,7 +151,7 @@ def _list_new(st, r, prefix: str, claims: str) -> tuple[list[str], str, float, f
         r.hdel(claims, *stale[i : i + 1000])
     newest = max((o.last_modified for o in fresh), default=0.0)
     last = cursor["last_modified"]
-    return [o.key for o in fresh], cursor_key, last, max(newest, last)
+    return _Listing([o.key for o in fresh], cursor_key, last, max(newest, last))
 
 
 def _take_events(st, r, events_key: str, prefix: str) -> tuple[list[str], int, list[str]]:
