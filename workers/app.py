@@ -59,7 +59,13 @@ class _Config:
         # The sweep is not here: every worker sweeps in turn (workers.tasks.sweep).
         s = get_settings()
         return {
-            "score-watch-uploads": {"task": "score.watch", "schedule": s.watch_interval_s},
+            # A pass still queued when the next is due is dropped: behind a backlog of scoring
+            # batches, passes would pile up and then run (and list the prefix) back to back.
+            "score-watch-uploads": {
+                "task": "score.watch",
+                "schedule": s.watch_interval_s,
+                "options": {"expires": s.watch_interval_s},
+            },
             "curation-daily-pull": {
                 "task": "curation.scheduled",
                 "schedule": _crontab(s.curation_cron),

@@ -328,3 +328,16 @@ def test_jobs_help_names_the_sweep_default_and_every_job_kind():
 
     assert "BIRTHMARK_SWEEP_MIN_AGE_S" in help_of("jobs", "sweep")  # once eaten as rich markup
     assert all(kind in help_of("jobs", "list") for kind in QUEUE_OF_KIND)
+
+
+def test_a_queued_watcher_pass_expires_when_the_next_is_due(env, monkeypatch):
+    """Behind a backlog of batches, stale passes are dropped rather than run back to back."""
+    from tests.conftest import reset_caches
+
+    monkeypatch.setenv("BIRTHMARK_WATCH_INTERVAL_S", "7")
+    reset_caches()
+    from workers.app import app
+
+    entry = app.conf.beat_schedule["score-watch-uploads"]
+    assert entry["task"] == "score.watch"
+    assert entry["schedule"] == entry["options"]["expires"] == 7.0
