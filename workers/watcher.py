@@ -42,7 +42,7 @@ class _Listing(NamedTuple):
     next_cursor: float  # ... and to store once the keys are queued
 
 
-class UploadEventsMisconfigured(RuntimeError):
+class UploadEventsMisconfigured(ValueError):
     """``BIRTHMARK_UPLOAD_EVENTS_KEY`` cannot be read as MinIO's access-format event list."""
 
 

@@ -181,10 +181,17 @@ def test_minio_namespace_format_is_refused_with_what_to_set(events):
         watch_prefix(prefix)
 
 
-def test_events_on_a_folder_store_are_refused(env, monkeypatch):
-    from workers.watcher import UploadEventsMisconfigured, watch_prefix
+def test_events_on_a_folder_store_are_one_clear_error_from_the_cli(env, monkeypatch, capsys):
+    """Through main(), as a user meets it: `birthmark score --watch` exits 1 with what to change."""
+    from workers.cli import main
 
     monkeypatch.setenv("BIRTHMARK_UPLOAD_EVENTS_KEY", "events")
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setattr("sys.argv", ["birthmark", "score", "--watch", "uploads/"])
     reset_caches()
-    with pytest.raises(UploadEventsMisconfigured, match="folder"):
-        watch_prefix("uploads/")
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: BIRTHMARK_UPLOAD_EVENTS_KEY is set but the store" in err
+    assert "is a folder, which has no bucket events" in err
