@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["PROMOTION_METRICS", "Settings", "get_settings"]
@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         "MINIO_NOTIFY_REDIS_KEY_<ID>, format access, database 0). Set: a pass of the watch_prefix "
         "watcher takes new uploads from it instead of listing the prefix, which it then lists only "
         "every watch_list_interval_s, for uploads whose event was lost.",
+    )
+    upload_events_queue_url: str | None = Field(
+        default=None,
+        description="SQS queue URL that Amazon S3 sends the bucket's s3:ObjectCreated:* "
+        "notifications to: the same as upload_events_key, for a store on AWS (not both).",
     )
     watch_list_interval_s: float = Field(
         default=600.0,
@@ -256,6 +261,15 @@ class Settings(BaseSettings):
         except ValueError as err:
             raise ValueError(f"invalid crontab {value!r}: {err}") from None
         return value
+
+    @model_validator(mode="after")
+    def _one_upload_event_source(self) -> Settings:
+        if self.upload_events_key and self.upload_events_queue_url:
+            raise ValueError(
+                "set BIRTHMARK_UPLOAD_EVENTS_KEY (a Redis list, MinIO) or "
+                "BIRTHMARK_UPLOAD_EVENTS_QUEUE_URL (an SQS queue, Amazon S3), not both"
+            )
+        return self
 
     @property
     def score_prefix_list(self) -> tuple[str, ...]:

@@ -3,8 +3,9 @@
 One pass finds new keys, claims each in Redis so two passes never queue it twice, and submits one
 scoring job. It finds them by listing the prefix and keeping what is newer than the stored cursor
 (less a grace window: a listing may show an object late, with an older LastModified), or, with
-``BIRTHMARK_UPLOAD_EVENTS_KEY`` set, from the bucket events the store pushed to a Redis list
-(``workers.upload_events``), listing only every ``watch_list_interval_s`` to catch a lost event.
+``BIRTHMARK_UPLOAD_EVENTS_KEY`` or ``_QUEUE_URL`` set, from the bucket events the store sent to a
+Redis list or an SQS queue (``workers.upload_events``), listing only every
+``watch_list_interval_s`` to catch a lost event.
 The ``score.watch`` beat task runs a pass on a worker; `birthmark score --watch` runs passes in its
 own process, so this module imports no scoring code (torch).
 """
@@ -18,21 +19,27 @@ import math
 import time
 from typing import NamedTuple
 
-import redis
-
 from workers import jobs
 from workers.runtime import redis_client, store
-from workers.settings import get_settings
+from workers.settings import Settings, get_settings
 from workers.store import S3Store
 from workers.submit import CLI_UPLOADS, submit_scoring
-from workers.upload_events import UnreadableEvent, created_objects
+from workers.upload_events import (
+    RedisListEvents,
+    SqsQueueEvents,
+    UnreadableEvent,
+    UploadEventsMisconfigured,
+    created_objects,
+)
 
-__all__ = ["EVENTS_PER_PASS", "GRACE_S", "UploadEventsMisconfigured", "watch_prefix"]
+__all__ = ["EVENTS_PER_PASS", "GRACE_S", "watch_prefix"]
 
 log = logging.getLogger(__name__)
 
 GRACE_S = 600.0  # objects may appear in a listing with an older LastModified than the cursor
-EVENTS_PER_PASS = 10_000  # event-list entries one pass takes; the next pass takes the rest
+# Entries one pass takes from the event source; the next pass takes the rest. SQS hands out 10
+# messages per request, so a pass takes fewer from it.
+EVENTS_PER_PASS = {RedisListEvents: 10_000, SqsQueueEvents: 1_000}
 
 
 class _Listing(NamedTuple):
@@ -40,10 +47,6 @@ class _Listing(NamedTuple):
     cursor_key: str
     cursor: float  # LastModified stored
     next_cursor: float  # ... and to store once the keys are queued
-
-
-class UploadEventsMisconfigured(ValueError):
-    """``BIRTHMARK_UPLOAD_EVENTS_KEY`` cannot be read as MinIO's access-format event list."""
 
 
 def _cursor_key(prefix: str) -> str:
@@ -82,14 +85,14 @@ def _watch_once(st, r, prefix: str) -> str | None:
         _queue_claimed(r, pending, job_id, r.lrange(_job_key(job_id), 0, -1))
     settings = get_settings()
     # The events are for the configured prefix: a watcher of another (`score --watch`) lists.
-    events_key = settings.upload_events_key if prefix == settings.watch_prefix else None
+    events = _event_source(st, r, settings) if prefix == settings.watch_prefix else None
     found: dict[str, None] = {}  # new keys, in order, once each
-    taken, unreadable = 0, []
-    if events_key:
-        keys, taken, unreadable = _take_events(st, r, events_key, prefix)
+    unreadable: list[int] = []
+    if events:
+        keys, unreadable = _read_events(st, events, prefix)
         found.update(dict.fromkeys(keys))
     # Without events every pass lists; with them, one pass per interval does, for lost events.
-    listing_due = not events_key or r.set(
+    listing_due = not events or r.set(
         f"birthmark:watch:listed:{prefix}",
         "1",
         nx=True,
@@ -100,7 +103,7 @@ def _watch_once(st, r, prefix: str) -> str | None:
         try:
             listed = _list_new(st, r, prefix, claims)
         except Exception:
-            if events_key:  # the retry lists, rather than the pass an interval later
+            if events:  # the retry lists, rather than the pass an interval later
                 r.delete(f"birthmark:watch:listed:{prefix}")
             raise
     if listed is not None:
@@ -115,13 +118,8 @@ def _watch_once(st, r, prefix: str) -> str | None:
     if mine:
         r.rpush(_job_key(job_id), *mine)
         r.sadd(pending, job_id)
-    if taken:
-        # Only once their keys are claimed (a pass that dies before this reads them again).
-        pipe = r.pipeline()
-        pipe.ltrim(events_key, taken, -1)
-        if unreadable:
-            pipe.rpush(f"{events_key}:unreadable", *unreadable)  # kept for a person, not lost
-        pipe.execute()
+    if events:
+        events.done(unreadable)  # only once their keys are claimed: a pass that dies re-reads them
     if mine:
         _queue_claimed(r, pending, job_id, mine)
     if listed is not None and listed.next_cursor != listed.cursor:
@@ -154,34 +152,31 @@ def _list_new(st, r, prefix: str, claims: str) -> _Listing:
     return _Listing([o.key for o in fresh], cursor_key, last, max(newest, last))
 
 
-def _take_events(st, r, events_key: str, prefix: str) -> tuple[list[str], int, list[str]]:
-    """New keys under ``prefix`` that the head of the event list announces.
-
-    Returns them, how many entries were read (trimmed once the keys are claimed) and the entries
-    that could not be read. Events for another bucket, outside the prefix or for a CLI upload are
-    not this watcher's.
-    """
+def _event_source(st, r, settings: Settings) -> RedisListEvents | SqsQueueEvents | None:
+    if not (settings.upload_events_key or settings.upload_events_queue_url):
+        return None
     if not isinstance(st, S3Store):
         raise UploadEventsMisconfigured(
-            f"BIRTHMARK_UPLOAD_EVENTS_KEY is set but the store {st.uri} is a folder, which has no "
-            "bucket events: unset it, or use an s3:// store"
+            f"BIRTHMARK_UPLOAD_EVENTS_KEY or _QUEUE_URL is set but the store {st.uri} is a folder, "
+            "which has no bucket events: unset it, or use an s3:// store"
         )
-    try:
-        entries = r.lrange(events_key, 0, EVENTS_PER_PASS - 1)
-    except redis.ResponseError as err:  # WRONGTYPE: MinIO's namespace format writes a hash
-        raise UploadEventsMisconfigured(
-            f"Redis key {events_key!r} holds a {r.type(events_key)}, not a list of events: "
-            "set MINIO_NOTIFY_REDIS_FORMAT_<ID>=access"
-        ) from err
+    if settings.upload_events_key:
+        return RedisListEvents(r, settings.upload_events_key)
+    return SqsQueueEvents(settings.upload_events_queue_url, region=settings.s3_region)
+
+
+def _read_events(st: S3Store, events, prefix: str) -> tuple[list[str], list[int]]:
+    """New keys under ``prefix`` that the source's next entries announce, and the unreadable ones.
+
+    Events for another bucket, outside the prefix or for a CLI upload are not this watcher's.
+    """
     keys, unreadable = [], []
-    for entry in entries:
+    for i, entry in enumerate(events.take(EVENTS_PER_PASS[type(events)])):
         try:
             objects = created_objects(entry)
         except UnreadableEvent as err:
-            log.warning(
-                "unreadable entry on %s (kept on %s:unreadable): %s", events_key, events_key, err
-            )
-            unreadable.append(entry)
+            log.warning("unreadable entry on %s: %s", events, err)
+            unreadable.append(i)
             continue
         for bucket, object_key in objects:
             if bucket != st.bucket or not object_key.startswith(st.prefix):
@@ -189,4 +184,4 @@ def _take_events(st, r, events_key: str, prefix: str) -> tuple[list[str], int, l
             key = object_key[len(st.prefix) :]
             if key.startswith(prefix) and not key.startswith(CLI_UPLOADS):
                 keys.append(key)
-    return keys, len(entries), unreadable
+    return keys, unreadable

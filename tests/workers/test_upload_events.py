@@ -51,10 +51,11 @@ def test_created_objects_reads_minio_entries_and_decodes_keys():
     )
     for not_an_upload in ("s3:ObjectRemoved:Delete", "s3:ObjectCreated:PutRetention"):
         assert created_objects(_entry("bm", "uploads/a.jpg", not_an_upload)) == []
-    # Amazon's own shape (an S3 notification body) reads the same.
-    assert created_objects(json.dumps({"Records": [_record("bm", "uploads/b.jpg")]})) == [
-        ("bm", "uploads/b.jpg")
-    ]
+    # Amazon S3's own notification: event names without "s3:", and a test event with no records.
+    amazon = _record("bm", "uploads/b.jpg", "ObjectCreated:Put")
+    assert created_objects(json.dumps({"Records": [amazon]})) == [("bm", "uploads/b.jpg")]
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "bm"}
+    assert created_objects(json.dumps(test_event)) == []
 
 
 @pytest.mark.parametrize(
@@ -173,7 +174,8 @@ def test_a_watcher_of_another_prefix_lists_and_leaves_the_events_alone(events):
 
 
 def test_minio_namespace_format_is_refused_with_what_to_set(events):
-    from workers.watcher import UploadEventsMisconfigured, watch_prefix
+    from workers.upload_events import UploadEventsMisconfigured
+    from workers.watcher import watch_prefix
 
     st, r, key, prefix = events
     r.hset(key, f"{st.bucket}/{prefix}a.jpg", json.dumps({"Records": []}))
@@ -193,5 +195,90 @@ def test_events_on_a_folder_store_are_one_clear_error_from_the_cli(env, monkeypa
         main()
     assert exited.value.code == 1
     err = " ".join(capsys.readouterr().err.split())
-    assert "error: BIRTHMARK_UPLOAD_EVENTS_KEY is set but the store" in err
+    assert "error: BIRTHMARK_UPLOAD_EVENTS_KEY or _QUEUE_URL is set but the store" in err
     assert "is a folder, which has no bucket events" in err
+
+
+# --- Amazon S3's notifications on an SQS queue: moto's S3 sends them itself, over real HTTP ---
+
+
+@pytest.fixture
+def sqs_events(s3_env, monkeypatch, s3_server):
+    """The test bucket notifies an SQS queue of new objects under a prefix of this test's own."""
+    import boto3
+
+    from workers.runtime import store
+
+    st, prefix = store(), f"uploads/{uuid.uuid4().hex[:8]}/"
+    sqs = boto3.client("sqs", endpoint_url=s3_server, region_name="us-east-1")
+    url = sqs.create_queue(QueueName=f"uploads-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    rules = [{"Name": "prefix", "Value": prefix}]
+    st.client.put_bucket_notification_configuration(
+        Bucket=st.bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": arn["QueueArn"],
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": rules}},
+                }
+            ]
+        },
+    )
+    monkeypatch.setenv("BIRTHMARK_UPLOAD_EVENTS_QUEUE_URL", url)
+    monkeypatch.setenv("BIRTHMARK_WATCH_PREFIX", prefix)
+    reset_caches()
+    return store(), sqs, url, prefix
+
+
+def _on_queue(sqs, url: str) -> int:
+    attributes = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=attributes)["Attributes"]
+    return sum(int(got[a]) for a in attributes)
+
+
+def test_uploads_announced_on_sqs_are_scored_and_their_messages_deleted(sqs_events):
+    from workers.watcher import watch_prefix
+
+    st, sqs, url, prefix = sqs_events
+    assert watch_prefix(prefix) is None  # lists (nothing yet); takes S3's s3:TestEvent, if sent
+    assert _on_queue(sqs, url) == 0
+    for name in ("a.jpg", "b c.jpg", "quiet.jpg"):
+        st.put(prefix + name, good_jpeg(len(name)))
+    # quiet.jpg's message is lost; a message that is no event is sent by someone else.
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    lost = next(m for m in received if "quiet.jpg" in m["Body"])
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=lost["ReceiptHandle"])
+    for m in received:
+        if m is not lost:  # back on the queue at once
+            sqs.change_message_visibility(
+                QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+            )
+    sqs.send_message(QueueUrl=url, MessageBody="not an event")
+    job = watch_prefix(prefix)
+    assert sorted(_items(job)) == [prefix + "a.jpg", prefix + "b c.jpg"]
+    # The garbage stays, hidden for now, for the queue's redrive policy; the events are deleted.
+    assert _on_queue(sqs, url) == 1
+    r = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert r["Attributes"]["ApproximateNumberOfMessages"] == "0"
+    assert watch_prefix(prefix) is None
+    # The listing interval passes: the listing finds the upload whose message was lost.
+    from workers.runtime import redis_client
+
+    redis_client().delete(f"birthmark:watch:listed:{prefix}")
+    assert _items(watch_prefix(prefix)) == [prefix + "quiet.jpg"]
+
+
+def test_a_missing_queue_and_two_event_sources_are_refused(sqs_events, monkeypatch):
+    from workers.settings import Settings
+    from workers.upload_events import UploadEventsMisconfigured
+    from workers.watcher import watch_prefix
+
+    _, sqs, url, prefix = sqs_events
+    sqs.delete_queue(QueueUrl=url)
+    with pytest.raises(UploadEventsMisconfigured, match="no SQS queue at"):
+        watch_prefix(prefix)
+    monkeypatch.setenv("BIRTHMARK_UPLOAD_EVENTS_KEY", "events")
+    with pytest.raises(ValueError, match="not both"):
+        Settings()
