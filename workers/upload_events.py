@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from urllib.parse import unquote_plus, urlsplit
 
 import boto3
@@ -119,6 +120,20 @@ SQS_VISIBILITY_S = 360
 _SQS_HOST = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 
 
+@lru_cache(maxsize=8)
+def _sqs_client(queue_url: str, region: str):
+    """One client per queue and process (made in ~50 ms; a pass may run every few seconds)."""
+    parts = urlsplit(queue_url)
+    aws = _SQS_HOST.fullmatch(parts.hostname or "")
+    # The queue's own host is its endpoint (AWS, or moto and ElasticMQ in tests).
+    return boto3.client(
+        "sqs",
+        endpoint_url=f"{parts.scheme}://{parts.netloc}",
+        region_name=aws.group(1) if aws else region,
+        config=Config(retries={"max_attempts": 4, "mode": "standard"}, read_timeout=30),
+    )
+
+
 class SqsQueueEvents:
     """Amazon S3's notifications on an SQS queue: received, then deleted once claimed.
 
@@ -126,17 +141,9 @@ class SqsQueueEvents:
     its redrive policy moves it to the dead-letter queue, which is where SQS keeps such messages.
     """
 
-    def __init__(self, queue_url: str, *, region: str, client=None) -> None:
+    def __init__(self, queue_url: str, *, region: str) -> None:
         self.queue_url = queue_url
-        parts = urlsplit(queue_url)
-        aws = _SQS_HOST.fullmatch(parts.hostname or "")
-        # The queue's own host is its endpoint (AWS, or moto and ElasticMQ in tests).
-        self.client = client or boto3.client(
-            "sqs",
-            endpoint_url=f"{parts.scheme}://{parts.netloc}",
-            region_name=aws.group(1) if aws else region,
-            config=Config(retries={"max_attempts": 4, "mode": "standard"}, read_timeout=30),
-        )
+        self.client = _sqs_client(queue_url, region)
         self._taken: list[dict] = []
 
     def _call(self, name: str, **kwargs) -> dict:

@@ -282,3 +282,16 @@ def test_a_missing_queue_and_two_event_sources_are_refused(sqs_events, monkeypat
     monkeypatch.setenv("BIRTHMARK_UPLOAD_EVENTS_KEY", "events")
     with pytest.raises(ValueError, match="not both"):
         Settings()
+
+
+def test_the_sqs_client_talks_to_the_queues_own_host_and_region():
+    from workers.upload_events import _sqs_client
+
+    aws = _sqs_client("https://sqs.eu-west-1.amazonaws.com/123456789012/uploads", "us-east-1")
+    assert aws.meta.region_name == "eu-west-1"
+    assert aws.meta.endpoint_url == "https://sqs.eu-west-1.amazonaws.com"
+    local = _sqs_client("http://127.0.0.1:4566/000000000000/uploads", "ap-south-1")
+    assert (local.meta.region_name, local.meta.endpoint_url) == (
+        "ap-south-1",
+        "http://127.0.0.1:4566",
+    )
