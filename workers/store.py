@@ -221,7 +221,15 @@ def _is_missing(err: ClientError) -> bool:
 def _is_transient(err: ClientError) -> bool:
     status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     code = err.response.get("Error", {}).get("Code", "")
-    return status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable")
+    # S3 says SlowDown; other AWS APIs (SQS, for upload events) say Throttling*/RequestThrottled.
+    return status >= 500 or code in (
+        "SlowDown",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+    )
 
 
 _ATTEMPTS = 4  # S3Store.get: one try and three retries, as the client's standard mode

@@ -20,9 +20,9 @@ from urllib.parse import unquote_plus, urlsplit
 import boto3
 import redis
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from workers.store import StoreUnavailable
+from workers.store import _TRANSIENT, StoreUnavailable, _is_transient
 
 __all__ = [
     "CREATED",
@@ -155,9 +155,11 @@ class SqsQueueEvents:
                 raise UploadEventsMisconfigured(
                     f"no SQS queue at {self.queue_url}: check BIRTHMARK_UPLOAD_EVENTS_QUEUE_URL"
                 ) from err
-            raise StoreUnavailable(f"SQS {name}: {err}") from err
-        except BotoCoreError as err:
-            raise StoreUnavailable(f"SQS {name}: {err}") from err
+            if _is_transient(err):
+                raise StoreUnavailable(f"SQS {name}: {err}") from err
+            raise  # access denied, a bad request: not something a retry mends
+        except _TRANSIENT as err:
+            raise StoreUnavailable(f"SQS {name}: {type(err).__name__}") from err
 
     def take(self, limit: int) -> list[str]:
         self._taken = []
