@@ -84,6 +84,8 @@ def created_objects(entry: str | bytes) -> list[tuple[str, str]]:
 class RedisListEvents:
     """MinIO's Redis target in ``access`` format: a list, read from its head and trimmed."""
 
+    per_pass = 10_000  # entries a watcher pass takes; the next pass takes the rest
+
     def __init__(self, r: redis.Redis, key: str) -> None:
         self.r, self.key = r, key
         self.unreadable_key = f"{key}:unreadable"
@@ -140,6 +142,8 @@ class SqsQueueEvents:
     A message that is not an event is left on the queue: after the queue's ``maxReceiveCount``
     its redrive policy moves it to the dead-letter queue, which is where SQS keeps such messages.
     """
+
+    per_pass = 1_000  # messages a watcher pass takes: SQS hands out 10 per request
 
     def __init__(self, queue_url: str, *, region: str) -> None:
         self.queue_url = queue_url

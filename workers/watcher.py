@@ -32,14 +32,11 @@ from workers.upload_events import (
     created_objects,
 )
 
-__all__ = ["EVENTS_PER_PASS", "GRACE_S", "watch_prefix"]
+__all__ = ["GRACE_S", "watch_prefix"]
 
 log = logging.getLogger(__name__)
 
 GRACE_S = 600.0  # objects may appear in a listing with an older LastModified than the cursor
-# Entries one pass takes from the event source; the next pass takes the rest. SQS hands out 10
-# messages per request, so a pass takes fewer from it.
-EVENTS_PER_PASS = {RedisListEvents: 10_000, SqsQueueEvents: 1_000}
 
 
 class _Listing(NamedTuple):
@@ -92,11 +89,9 @@ def _watch_once(st, r, prefix: str) -> str | None:
         keys, unreadable = _read_events(st, events, prefix)
         found.update(dict.fromkeys(keys))
     # Without events every pass lists; with them, one pass per interval does, for lost events.
+    listed_mark = f"birthmark:watch:listed:{prefix}"
     listing_due = not events or r.set(
-        f"birthmark:watch:listed:{prefix}",
-        "1",
-        nx=True,
-        ex=math.ceil(settings.watch_list_interval_s),
+        listed_mark, "1", nx=True, ex=math.ceil(settings.watch_list_interval_s)
     )
     listed = None
     if listing_due:
@@ -104,7 +99,7 @@ def _watch_once(st, r, prefix: str) -> str | None:
             listed = _list_new(st, r, prefix, claims)
         except Exception:
             if events:  # the retry lists, rather than the pass an interval later
-                r.delete(f"birthmark:watch:listed:{prefix}")
+                r.delete(listed_mark)
             raise
     if listed is not None:
         found.update(dict.fromkeys(listed.keys))
@@ -171,7 +166,7 @@ def _read_events(st: S3Store, events, prefix: str) -> tuple[list[str], list[int]
     Events for another bucket, outside the prefix or for a CLI upload are not this watcher's.
     """
     keys, unreadable = [], []
-    for i, entry in enumerate(events.take(EVENTS_PER_PASS[type(events)])):
+    for i, entry in enumerate(events.take(events.per_pass)):
         try:
             objects = created_objects(entry)
         except UnreadableEvent as err:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import reset_caches
 from tests.workers.helpers import good_jpeg
+from tests.workers.test_score_cli import _request
 from workers.upload_events import UnreadableEvent, created_objects
 
 
@@ -86,10 +87,7 @@ def events(s3_env, monkeypatch):
 
 
 def _items(job_id: str) -> list[str]:
-    from workers.runtime import store
-    from workers.submit import request_key
-
-    return [i["key"] for i in json.loads(store().get(request_key(job_id)))["items"]]
+    return [i["key"] for i in _request(job_id)["items"]]
 
 
 def test_a_pass_scores_what_the_events_announce_and_lists_only_when_due(events):
