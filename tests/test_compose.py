@@ -151,9 +151,8 @@ def test_minio_pushes_upload_events_where_the_watcher_reads_them():
     target = {
         k.rsplit("_", 1)[0]: v for k, v in minio.items() if k.startswith("MINIO_NOTIFY_REDIS")
     }
-    target_id = next(k for k in minio if k.startswith("MINIO_NOTIFY_REDIS_ENABLE_")).rsplit("_", 1)[
-        1
-    ]
+    enable = next(k for k in minio if k.startswith("MINIO_NOTIFY_REDIS_ENABLE_"))
+    target_id = enable.rsplit("_", 1)[1]
     assert target["MINIO_NOTIFY_REDIS_ENABLE"] == "on"
     assert target["MINIO_NOTIFY_REDIS_FORMAT"] == "access"  # a list; "namespace" writes a hash
     assert target["MINIO_NOTIFY_REDIS_KEY"] == app_env["BIRTHMARK_UPLOAD_EVENTS_KEY"]
@@ -161,6 +160,5 @@ def test_minio_pushes_upload_events_where_the_watcher_reads_them():
     assert app_env["BIRTHMARK_REDIS_URL"] == f"redis://{target['MINIO_NOTIFY_REDIS_ADDRESS']}/0"
     subscribe = services["createbucket"]["command"][0]
     assert f"arn:minio:sqs::{target_id}:redis --event put --prefix uploads/" in subscribe
-    assert (
-        "BIRTHMARK_WATCH_PREFIX" not in app_env
-    )  # the watcher's prefix is uploads/, as subscribed
+    # The watcher's prefix is the default, uploads/, as subscribed.
+    assert "BIRTHMARK_WATCH_PREFIX" not in app_env
